@@ -4,8 +4,8 @@
 Usage: python scripts/gen_proto.py [--out DIR]
 
 Runs protoc from a pinned grpcio-tools in a throwaway uv environment, so the output does not depend
-on what happens to be installed. The pins are the *oldest* versions bundle_runtime supports: protobuf
-gencode must never be newer than the protobuf runtime a bundle venv brings
+on what happens to be installed. The pins are the *oldest* versions bundle_runtime supports:
+protobuf gencode must never be newer than the protobuf runtime a bundle venv brings
 (protobuf.dev/support/cross-version-runtime-guarantee). Output is flattened into one package and
 protoc's absolute imports are made relative. tests/test_proto.py regenerates into a temp dir and
 fails on any difference.

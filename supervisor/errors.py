@@ -2,7 +2,7 @@
 
     SupervisorError
     ├── ConfigError              bad setting; start-up stops with one line
-    ├── WorkloadError            a Celery message or workload we cannot run (malformed, unknown type)
+    ├── WorkloadError            a message or workload we cannot run (malformed, unknown type)
     ├── BundleError              the store
     │   ├── BundleNotFound       no such bundle, version or task (message names what is installed)
     │   ├── BundleIntegrityError wheel bytes differ from what was recorded or pinned

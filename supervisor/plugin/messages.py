@@ -115,3 +115,43 @@ class Host(Protocol):
     def call(self, kind: str, args: dict[str, Any]) -> Any: ...
 
     def log(self, record: LogRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task a bundle registered (DescribeResponse.tasks)."""
+
+    dag_id: str
+    task_id: str
+    timeout_s: float = 0.0
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class RuntimeDescription:
+    """What a runtime says it serves (DescribeResponse); the store keeps it as the manifest."""
+
+    bundle_name: str
+    bundle_version: str
+    runtime_version: str
+    protocol_version: int
+    python_version: str
+    tasks: tuple[TaskSpec, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle_name": self.bundle_name,
+            "bundle_version": self.bundle_version,
+            "runtime_version": self.runtime_version,
+            "protocol_version": self.protocol_version,
+            "python_version": self.python_version,
+            "tasks": [vars(t) for t in self.tasks],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeDescription:
+        tasks = tuple(TaskSpec(**t) for t in data.get("tasks", ()))
+        return cls(**{**data, "tasks": tasks})
+
+    def find_task(self, dag_id: str, task_id: str) -> TaskSpec | None:
+        return next((t for t in self.tasks if (t.dag_id, t.task_id) == (dag_id, task_id)), None)
