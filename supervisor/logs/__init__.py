@@ -1,0 +1,1 @@
+"""Task logs as Airflow reads them: JSON-lines files under base_log_folder (files.py)."""
