@@ -1,0 +1,94 @@
+"""Example ETL bundle 1.0.0: every task kind the supervisor must handle, for dag example_etl.
+
+The tasks are small on purpose; each shows one thing a task can do through its Context (variables,
+connections, XComs, logs) or one way it can end (success, skip, fail, retry). `noop` exists for the
+benchmark and `crash` for the test that a runtime dying mid-task fails only its task instance.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from typing import Any
+
+import attrs
+
+from bundle_runtime import Bundle, Context, FailTask, SkipTask
+
+#: Which copy of the code this is; 2.0.0 says "v2". Lets a reader of a log tell versions apart.
+MARKER = "v1"
+DAG_ID = "example_etl"
+
+bundle = Bundle()
+
+
+@bundle.task(dag_id=DAG_ID, task_id="dep_version")
+def dep_version(ctx: Context) -> dict[str, Any]:
+    """Report the attrs and bundle versions this venv holds."""
+    return {"attrs": attrs.__version__, "bundle_version": metadata.version("example-etl")}
+
+
+@bundle.task(dag_id=DAG_ID, task_id="read_variable")
+def read_variable(ctx: Context) -> Any:
+    """Return Airflow variable example_var."""
+    return ctx.variables.get("example_var")
+
+
+@bundle.task(dag_id=DAG_ID, task_id="write_variable")
+def write_variable(ctx: Context) -> str:
+    """Set Airflow variable example_written and return what was written."""
+    value = f"written by example-etl {MARKER} try {ctx.ti.try_number}"
+    ctx.variables.set("example_written", value)
+    return value
+
+
+@bundle.task(dag_id=DAG_ID, task_id="use_connection")
+def use_connection(ctx: Context) -> dict[str, Any]:
+    """Read connection example_conn; returns where it points, never its password."""
+    conn = ctx.connections.get("example_conn")
+    ctx.log.info("connecting", host=conn.host, marker=MARKER)
+    return {"host": conn.host, "login": conn.login, "port": conn.port}
+
+
+@bundle.task(dag_id=DAG_ID, task_id="push_xcom")
+def push_xcom(ctx: Context) -> dict[str, bool]:
+    """Push XCom "numbers" for pull_xcom."""
+    ctx.xcom.push("numbers", [1, 2, 3])
+    return {"pushed": True}
+
+
+@bundle.task(dag_id=DAG_ID, task_id="pull_xcom")
+def pull_xcom(ctx: Context) -> int:
+    """Sum the "numbers" XCom that push_xcom pushed."""
+    return sum(ctx.xcom.pull(task_id="push_xcom", key="numbers"))
+
+
+@bundle.task(dag_id=DAG_ID, task_id="skip_me")
+def skip_me(ctx: Context) -> None:
+    """Always ends skipped."""
+    raise SkipTask("nothing to do today")
+
+
+@bundle.task(dag_id=DAG_ID, task_id="fail_hard")
+def fail_hard(ctx: Context) -> None:
+    """Always fails, without retry."""
+    raise FailTask("input is unusable; retrying will not help")
+
+
+@bundle.task(dag_id=DAG_ID, task_id="flaky")
+def flaky(ctx: Context) -> str:
+    """Fails (retryably) on the first try, succeeds on later ones."""
+    if ctx.ti.try_number <= 1:
+        raise RuntimeError("first try always fails")
+    return "ok"
+
+
+@bundle.task(dag_id=DAG_ID, task_id="noop")
+def noop(ctx: Context) -> None:
+    """Does nothing: the benchmark's warm Execute."""
+
+
+@bundle.task(dag_id=DAG_ID, task_id="crash")
+def crash(ctx: Context) -> None:
+    """Kills its own runtime process mid-task, as a segfault or the OOM killer would."""
+    os._exit(3)

@@ -1,0 +1,145 @@
+"""Reading and amending wheel files (PEP 427): metadata, RECORD hashes, our source stamp.
+
+Shared by build.py (which stamps the source commit into a wheel), runtime_wheel.py (which writes
+one from scratch) and store.py (which reads name, version and stamp at install). Pure zipfile
+work: no installer, no subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+
+from supervisor.errors import BundleError
+
+#: File added to a bundle wheel's .dist-info by `supervisor bundle build` inside a git work tree.
+SOURCE_STAMP = "bundle_source.json"
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    """What a bundle wheel says about itself."""
+
+    #: Distribution name normalised per PEP 503 ("Example_ETL" -> "example-etl").
+    name: str
+    version: str
+    #: `git_commit` from bundle_source.json, or None when the wheel was not built from git.
+    source_commit: str | None
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalisation, the one form the store, the manifest and the CLI use."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_wheel_info(path: Path) -> WheelInfo:
+    """Name, version and source commit of a wheel.
+
+    Raises:
+        BundleError: the file is missing, not a zip, or has no usable METADATA.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            dist_info = find_dist_info(zf, path)
+            headers = HeaderParser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8"))
+            stamp = _read_stamp(zf, f"{dist_info}/{SOURCE_STAMP}")
+    except FileNotFoundError as exc:
+        raise BundleError(f"wheel {str(path)!r} does not exist") from exc
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{str(path)!r} is not a valid wheel: {exc}") from exc
+    name, version = headers.get("Name"), headers.get("Version")
+    if not name or not version:
+        raise BundleError(f"wheel {str(path)!r}: METADATA lacks Name or Version")
+    return WheelInfo(normalize_name(name), version.strip(), stamp)
+
+
+def find_dist_info(zf: zipfile.ZipFile, path: Path) -> str:
+    """The wheel's single top-level `*.dist-info` directory name."""
+    names = {n.split("/", 1)[0] for n in zf.namelist() if n.split("/", 1)[0].endswith(".dist-info")}
+    if len(names) != 1:
+        raise BundleError(
+            f"{str(path)!r} is not a valid wheel: expected one .dist-info directory, "
+            f"found {sorted(names)!r}"
+        )
+    return names.pop()
+
+
+def _read_stamp(zf: zipfile.ZipFile, member: str) -> str | None:
+    try:
+        data = json.loads(zf.read(member))
+    except KeyError:
+        return None
+    commit = data.get("git_commit") if isinstance(data, dict) else None
+    return commit if isinstance(commit, str) else None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (wheels can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_hash(data: bytes) -> str:
+    """A RECORD hash field: `sha256=` + urlsafe base64 without padding (PEP 376/427)."""
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode("ascii")
+
+
+def record_text(files: list[tuple[str, bytes]], record_name: str) -> str:
+    """RECORD contents for `files`, the RECORD itself last and unhashed."""
+    lines = [f"{name},{record_hash(data)},{len(data)}" for name, data in files]
+    lines.append(f"{record_name},,")
+    return "\n".join(lines) + "\n"
+
+
+def add_file(path: Path, name_in_dist_info: str, data: bytes) -> None:
+    """Add (or replace) one file in the wheel's .dist-info and rewrite RECORD to match.
+
+    Entries keep their order, timestamps and modes, so a deterministic wheel stays deterministic.
+    The new wheel replaces the old one atomically.
+    """
+    with zipfile.ZipFile(path) as zf:
+        dist_info = find_dist_info(zf, path)
+        record_name, member = f"{dist_info}/RECORD", f"{dist_info}/{name_in_dist_info}"
+        skipped = (record_name, member)
+        entries = [(i, zf.read(i)) for i in zf.infolist() if i.filename not in skipped]
+    template = entries[-1][0] if entries else zipfile.ZipInfo(member)
+    entries.append((_like(template, member), data))
+    files = [(info.filename, content) for info, content in entries]
+    record = record_text(files, record_name).encode()
+    entries.append((_like(template, record_name), record))
+    _write_atomically(path, entries)
+
+
+def _like(template: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=template.date_time)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def _write_atomically(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]]) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for info, content in entries:
+            out.writestr(info, content)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".whl")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
