@@ -109,8 +109,9 @@ class InstalledBundle:
 class BundleStore:
     """The bundles installed under one home directory.
 
-    `installer` picks how venvs are made (uv when found, by default); `cache_dir` is uv's cache,
-    which must share a filesystem with `home` for uv to link instead of copy.
+    `installer` picks how venvs are made (uv when found, by default). `cache_dir` is uv's cache:
+    by default `$UV_CACHE_DIR` when the operator set it, else `<home>/cache/uv`; it must share a
+    filesystem with `home`, or uv copies every file instead of linking it (go-plugin.md §6.4).
     """
 
     def __init__(
@@ -123,7 +124,8 @@ class BundleStore:
         self.home = home
         self.bundles_dir = home / "bundles"
         self.wheels_dir = home / "wheels"
-        self.cache_dir = cache_dir or home / "cache" / "uv"
+        env_cache = os.environ.get("UV_CACHE_DIR")
+        self.cache_dir = cache_dir or (Path(env_cache) if env_cache else home / "cache" / "uv")
         self.installer = Installer(installer)
 
     # -- install ----------------------------------------------------------------------------
