@@ -162,7 +162,7 @@ class Execution:
             f"bundle {self._bundle.name}=={self._bundle.version} has no task "
             f"{self._start.ti.dag_id}.{self._start.ti.task_id}; it registers: {known or 'none'}"
         )
-        return ErrorInfo("bundle_runtime.TaskNotRegistered", message)
+        return ErrorInfo("LookupError", message)
 
 
 def _ti_label(start: pb.Start) -> str:

@@ -186,7 +186,7 @@ def _load_bundle() -> Bundle:
         _fail(f"{protocol.BUNDLE_ENV} is not set; the supervisor sets it to the bundle's name")
     try:
         return load_bundle(spec)
-    except Exception:
+    except BaseException:  # SystemExit at import time is a load failure too
         import traceback  # noqa: PLC0415
 
         traceback.print_exc(file=sys.stderr)

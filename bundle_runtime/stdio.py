@@ -57,6 +57,11 @@ class _LineWriter(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    @property
+    def buffer(self) -> Any:
+        """Binary writes (sys.stdout.buffer.write) bypass capture, like writes to the fd."""
+        return self._original.buffer
+
     def fileno(self) -> int:
         # C extensions and subprocess ask for a real descriptor; theirs bypasses capture.
         return self._original.fileno()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from bundle_runtime import (
 )
 
 print("sample_bundle imported (this must not reach stdout)")
+os.write(1, b"sample_bundle raw write to fd 1 (nor this)\n")
 
 DAG = "sample"
 #: The moment the defer task waits for; tests compare against it.
@@ -210,3 +212,14 @@ def sleep(ctx: Context) -> str:
         except Exception:  # must not swallow TaskCancelled
             return "swallowed"
     return "never cancelled"
+
+
+#: Released by the test that blocks a task in a C-level wait no async exception can interrupt.
+RELEASE = threading.Event()
+
+
+@bundle.task(dag_id=DAG, task_id="block")
+def block(ctx: Context) -> str:
+    ctx.log.info(SLEEPING)
+    RELEASE.wait()
+    return "released"

@@ -125,6 +125,7 @@ def test_non_json_return_value_fails_naming_the_type():
 def test_unknown_task_fails_naming_registered_tasks():
     result = run_task(bundle, DAG, "does_not_exist")
     assert (result.state, result.retryable) == ("failed", False)
+    assert result.error.type == "LookupError"
     assert "sample.does_not_exist" in result.error.message
     assert "sample.ok" in result.error.message
 

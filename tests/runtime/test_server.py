@@ -30,7 +30,9 @@ def test_handshake_line_is_the_only_stdout_and_import_prints_go_to_stderr(runtim
     runtime.stub.Shutdown(pb.ShutdownRequest())
     assert runtime.wait() == 0
     assert runtime.proc.stdout.read() == b""
-    assert "sample_bundle imported" in runtime.stderr.join()
+    stderr = runtime.stderr.join()
+    assert "sample_bundle imported" in stderr
+    assert "sample_bundle raw write to fd 1" in stderr
 
 
 def test_health_is_serving_for_the_service_and_overall(runtime: Runtime):
