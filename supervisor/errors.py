@@ -15,6 +15,7 @@
     └── ExecutionApiError        Airflow's Execution API said no or could not be reached
         ├── ApiUnavailable       network errors or 5xx after the retries ran out
         └── TaskInstanceGone     404/409/410: Airflow moved the TI on; stop and report nothing
+            └── AlreadyRunning   /run said 409 previous_state=running: a duplicate delivery
 
 Context rides as attributes, so handlers never parse messages. A task's own exception is not here:
 it is an outcome (`supervisor.plugin.messages.Failed`), not an error of the supervisor.
@@ -127,3 +128,11 @@ class ApiUnavailable(ExecutionApiError):
 
 class TaskInstanceGone(ExecutionApiError):
     """404/409/410 on a TI route: Airflow no longer expects this worker to run the TI."""
+
+
+class AlreadyRunning(TaskInstanceGone):
+    """/run answered 409 with previous_state=running: another worker already started this TI.
+
+    Usually a broker redelivery (late acks plus the visibility timeout). Airflow's own worker
+    ignores the message: ack it, store no Celery result, do not run the task (reference §3.6).
+    """
