@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,3 +184,31 @@ def test_kill_9_of_the_pool_owner_leaves_no_runtime(tmp_path: Path) -> None:
     # The next supervisor start sweeps the socket dirs the dead one could not remove.
     start_runtime(sample_spec()).stop()
     assert [d for d in report["socket_dirs"] if Path(d).exists()] == []
+
+
+def test_concurrent_leases_stay_under_max_runtimes(pools: MakePool) -> None:
+    pool = pools(max_runtimes=2)
+    seen_live: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(4):
+                with pool.lease(V1 if (n + i) % 2 else V2) as runtime:
+                    seen_live.append(pool.stats().live)
+                    outcome = runtime.execute(task_start("pid"), RecordingHost())
+                    assert outcome == Succeeded(str(runtime.pid))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    assert len(seen_live) == 20 and max(seen_live) <= 2
+    stats = pool.stats()
+    assert stats.warm_hits + stats.cold_starts == 20
+    assert stats.live <= 2
