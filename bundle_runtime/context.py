@@ -8,6 +8,7 @@ starts; they block while the supervisor answers.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -92,8 +93,6 @@ class TaskLogger:
     def _emit(self, level: str, event: str, fields: dict[str, Any], exc: bool = False) -> None:
         error = None
         if exc:
-            import sys  # noqa: PLC0415 - only for exception()
-
             current = sys.exception()
             error = error_info(current) if current is not None else None
         self._host.log(LogRecord(level, str(event), TASK_LOGGER, fields, error))
@@ -174,6 +173,7 @@ class Connections:
             if exc.kind != "not_found":
                 raise
             raise ConnectionNotFound(conn_id, f"connection {conn_id!r} does not exist") from None
+        data = data if isinstance(data, dict) else {}
         fields = {name: data.get(name) for name in Connection.__dataclass_fields__}
         fields["conn_id"] = fields["conn_id"] or conn_id
         if isinstance(fields["extra"], dict):

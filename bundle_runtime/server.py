@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import grpc
 
     from .bundle import Bundle
-    from .service import BundleRuntimeServicer, HealthServicer
+    from .health import HealthServicer
+    from .service import BundleRuntimeServicer
 
 #: Exit codes. The supervisor reads the reason from stderr; the code only says "did not serve".
 RET_OK = 0
@@ -211,7 +212,8 @@ def _serve(
     import grpc  # noqa: PLC0415
 
     from ._proto import health_pb2_grpc, runtime_pb2_grpc  # noqa: PLC0415
-    from .service import SERVING, BundleRuntimeServicer, HealthServicer  # noqa: PLC0415
+    from .health import SERVING, HealthServicer  # noqa: PLC0415
+    from .service import BundleRuntimeServicer  # noqa: PLC0415
 
     servicer = BundleRuntimeServicer(bundle, version, shutdown)
     health = HealthServicer()
@@ -243,7 +245,7 @@ def _wait_and_stop(
     """Drain, then stop: the current task ends with its Result before the server goes away."""
     import logging  # noqa: PLC0415
 
-    from .service import NOT_SERVING  # noqa: PLC0415
+    from .health import NOT_SERVING  # noqa: PLC0415
 
     log = logging.getLogger(__name__)
     log.info("runtime serving", extra={"pid": os.getpid()})

@@ -1,4 +1,4 @@
-"""The gRPC servicers: bundle.v1.BundleRuntime and grpc.health.v1.Health, proto <-> executor.
+"""The bundle.v1.BundleRuntime gRPC servicer: a thin adapter between the wire and the executor.
 
 Execute is the only stateful RPC. Per stream: the handler thread yields RuntimeMessages from a
 queue, a reader thread ("execute-reader:<ti_id>") consumes HostMessages (HostReply -> the waiting
@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 
 from . import __version__
-from ._proto import health_pb2, health_pb2_grpc
 from ._proto import runtime_pb2 as pb
 from ._proto import runtime_pb2_grpc as pb_grpc
 from .bundle import Bundle
@@ -41,8 +40,6 @@ _HOST_ERROR_KINDS = {
     pb.HostError.KIND_INVALID: "invalid",
     pb.HostError.KIND_UNAVAILABLE: "unavailable",
 }
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class _PendingCall:
@@ -267,7 +264,8 @@ class BundleRuntimeServicer(pb_grpc.BundleRuntimeServicer):
                 f"runtime is already running task instance {busy}; one task at a time",
             )
         session = self._begin(first.start)
-        context.add_callback(session.on_rpc_done)
+        if not context.add_callback(session.on_rpc_done):
+            session.on_rpc_done()  # the RPC already ended: treat the stream as broken
         _start_thread(f"execute-reader:{session.ti_id}", session.read, request_iterator)
         _start_thread(f"task:{session.ti_id}", self._run_task, session)
         yield from session.responses()
@@ -309,44 +307,3 @@ class BundleRuntimeServicer(pb_grpc.BundleRuntimeServicer):
 
 def _start_thread(name: str, target: Any, *args: Any) -> None:
     threading.Thread(target=target, args=args, name=name, daemon=True).start()
-
-
-class HealthServicer(health_pb2_grpc.HealthServicer):
-    """grpc.health.v1.Health: Check, and Watch sending each status change."""
-
-    def __init__(self) -> None:
-        self._statuses: dict[str, int] = {}
-        self._changed = threading.Condition()
-
-    def set(self, service: str, status: int) -> None:
-        with self._changed:
-            self._statuses[service] = status
-            self._changed.notify_all()
-
-    def Check(
-        self, request: health_pb2.HealthCheckRequest, context: Any
-    ) -> health_pb2.HealthCheckResponse:
-        with self._changed:
-            status = self._statuses.get(request.service)
-        if status is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        return health_pb2.HealthCheckResponse(status=status)
-
-    def Watch(
-        self, request: health_pb2.HealthCheckRequest, context: Any
-    ) -> Iterator[health_pb2.HealthCheckResponse]:
-        context.add_callback(self._wake)
-        unknown = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-        last = None
-        while context.is_active():
-            with self._changed:
-                status = self._statuses.get(request.service, unknown)
-                if status == last:
-                    self._changed.wait()
-                    continue
-            last = status
-            yield health_pb2.HealthCheckResponse(status=status)
-
-    def _wake(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
