@@ -269,7 +269,7 @@ def cmd_bundle_test(args: argparse.Namespace) -> int:
     host = _offline_host(args, start)
     result = tasktest.run_task(bundle, start, host)
     if args.json:
-        logs = [_log_json(host.mask, r) for r in host.logs]
+        logs = [_log_json(host, r) for r in host.logs]
         print(json.dumps({**result.to_json(), "bundle": bundle.label, "xcom": host.pushed,
                           "logs": logs}))
     else:
@@ -312,8 +312,9 @@ def _offline_host(args: argparse.Namespace, start: TaskStart) -> OfflineHost:
                  for k, v in (_pair(x, "--xcom") for x in args.xcom)]
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    on_log = None if args.json else (lambda r: print(_log_line(host.mask, r)))
-    host = OfflineHost(start, variables=variables, connections=connections, on_log=on_log)
+    host = OfflineHost(start, variables=variables, connections=connections)
+    if not args.json:
+        host.on_log = lambda record: print(_log_line(host.mask, record))
     for task_id, key, value in xcoms:
         host.seed_xcom(task_id, key, value)
     return host
@@ -341,11 +342,12 @@ def _bundle_json(b: InstalledBundle) -> dict[str, Any]:
     }
 
 
-def _log_json(mask: Callable[[str], str], r: LogRecord) -> dict[str, Any]:
-    return json.loads(mask(json.dumps({
-        "timestamp": r.timestamp.isoformat(), "level": r.level, "event": r.event,
-        "logger": r.logger, **r.fields,
-    }, default=str)))
+def _log_json(host: OfflineHost, r: LogRecord) -> dict[str, Any]:
+    record = {"timestamp": r.timestamp.isoformat(), "level": r.level, "event": r.event,
+              "logger": r.logger, **r.fields}
+    if r.error is not None:
+        record["error"] = {"type": r.error.type, "message": r.error.message}
+    return {k: host.mask_value(v) for k, v in record.items()}
 
 
 def _log_line(mask: Callable[[str], str], r: LogRecord) -> str:

@@ -97,6 +97,16 @@ class OfflineHost:
             text = text.replace(secret, MASK)
         return text
 
+    def mask_value(self, value: Any) -> Any:
+        """`value` with secrets masked in every string it holds (lists and dicts walked)."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {k: self.mask_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.mask_value(v) for v in value]
+        return value
+
     def seed_xcom(self, task_id: str, key: str, value: Any) -> None:
         """An XCom of another task in this run, as if it had already run (`--xcom`)."""
         self.xcoms[(self.start.dag_id, self.start.run_id, task_id, -1, key)] = value

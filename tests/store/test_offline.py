@@ -87,3 +87,10 @@ def test_unknown_call_kind_is_invalid_and_logs_are_collected() -> None:
     record = LogRecord(timestamp=datetime.now(UTC), level="info", event="e", logger="task")
     host.log(record)
     assert host.logs == seen == [record]
+
+
+def test_mask_value_walks_nested_structures() -> None:
+    host = OfflineHost(START, connections={"c": parse_connection_uri("c", "http://u:pw%22x@h")})
+    assert host.mask_value({"a": ['say pw"x', 3], "b": ("pw\"x",)}) == {
+        "a": ["say ***", 3], "b": ["***"]
+    }
