@@ -24,7 +24,7 @@ from supervisor import logsetup, tasktest
 from supervisor.build import build_bundle
 from supervisor.bundle_venv import Installer, find_uv
 from supervisor.config import load_settings
-from supervisor.errors import SupervisorError
+from supervisor.errors import RuntimeLost, RuntimeStartError, SupervisorError
 from supervisor.offline import OfflineHost, parse_connection_uri
 from supervisor.plugin.messages import LogRecord, TaskStart
 from supervisor.store import BundleStore, InstalledBundle
@@ -39,6 +39,8 @@ RET_FAILURE = 1
 RET_USAGE = 2
 #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 RET_INTERRUPTED = 130
+#: Logger under which the plugin re-emits each runtime's stderr (supervisor/plugin/stderr.py).
+RUNTIME_LOGGER = "supervisor.runtime"
 #: `bundle test` states that make its exit code RET_FAILURE.
 _FAILED_STATES = frozenset({"failed", "up_for_retry"})
 
@@ -58,6 +60,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the command, turn errors into one line and an exit code."""
     args = build_parser().parse_args(argv)
     logsetup.configure(args.log_level)
+    verbose = args.log_level in ("debug", "info")
+    if not verbose:
+        # A runtime's stderr (tracebacks included) is re-emitted as warnings for operators of
+        # `serve`; at a terminal it would bury the one line that says what went wrong.
+        logging.getLogger(RUNTIME_LOGGER).setLevel(logging.CRITICAL)
     command: Command = args.command
     try:
         return command(args)
@@ -65,11 +72,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail(f"supervisor: {exc}", RET_USAGE)
     except SupervisorError as exc:
         first, _, detail = str(exc).partition("\n")
-        if detail:
-            logger.debug("error.detail", extra={"detail": detail})
-        return _fail(first, RET_FAILURE)
+        logger.debug("error.detail", extra={"detail": detail or first})
+        hint = " (--log-level info shows the runtime's output)" if not verbose else ""
+        return _fail(first + (hint if _mentions_runtime(exc) else ""), RET_FAILURE)
     except KeyboardInterrupt:
         return _fail("interrupted", RET_INTERRUPTED)
+
+
+def _mentions_runtime(exc: SupervisorError) -> bool:
+    """Errors whose explanation is in the runtime's stderr (start failures, lost runtimes)."""
+    cause = exc.__cause__
+    return isinstance(exc, RuntimeStartError | RuntimeLost) or isinstance(
+        cause, RuntimeStartError | RuntimeLost
+    )
 
 
 def _fail(line: str, code: int) -> int:

@@ -384,7 +384,8 @@ def _describe(venv: Path, info: WheelInfo) -> RuntimeDescription:
             description = runtime.describe()
     except SupervisorError as exc:
         raise BundleInstallError(
-            f"bundle {label}: installed, but its runtime failed to describe itself: {exc}",
+            f"bundle {label} was not installed: its runtime failed to start from the new venv: "
+            f"{exc}",
             bundle=label,
         ) from exc
     served = (normalize_name(description.bundle_name), description.bundle_version)

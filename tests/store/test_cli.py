@@ -199,3 +199,24 @@ def test_help_documents_every_command(cli_env: dict[str, str], tmp_path: Path) -
     assert proc.returncode == 0
     for command in ("build", "install", "list", "remove", "activate", "verify", "test"):
         assert f"bundle {command}" in proc.stdout
+
+
+def test_wheel_without_entry_point_is_not_installed(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    project = tmp_path / "no-entry"
+    (project / "no_entry").mkdir(parents=True)
+    (project / "no_entry" / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling>=1.24"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "no-entry"\nversion = "0.1.0"\ndependencies = ["bundle-runtime"]\n'
+    )
+    home = tmp_path / "home"
+    built = run_cli(home, cli_env, "bundle", "build", str(project))
+    assert built.returncode == 0, built.stderr
+    proc = run_cli(home, cli_env, "bundle", "install", built.stdout.strip())
+    assert_one_line_error(proc, "no-entry==0.1.0 was not installed", "failed to load")
+    assert proc.returncode == 1
+    assert run_json(home, cli_env, "bundle", "list") == (0, [])
+    leftovers = [p.name for p in (home / "bundles" / "no-entry").iterdir()]
+    assert leftovers == [".0.1.0.lock"]
