@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from . import serde
 from .exceptions import ConnectionNotFound, HostCallFailed, VariableNotFound
 from .host import Host, LogRecord, error_info
 
@@ -214,16 +215,16 @@ class XCom:
             "include_prior_dates": include_prior_dates,
         }
         try:
-            return self._host.call("get_xcom", args)
+            return serde.deserialize(self._host.call("get_xcom", args))
         except HostCallFailed as exc:
             if exc.kind != "not_found":
                 raise
             return default
 
     def push(self, key: str, value: Any) -> None:
-        """Store `value` (JSON-able) under `key` for this task instance."""
+        """Store `value` under `key` for this task instance (JSON types, tuple, datetime...)."""
         try:
-            value_json = json.dumps(value)
+            value_json = json.dumps(serde.serialize(value))
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"XCom {key!r}: value of type {type(value).__qualname__} is not JSON-able: {exc}"

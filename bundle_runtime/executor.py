@@ -12,6 +12,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import serde
 from ._proto import runtime_pb2 as pb
 from .bundle import Bundle, TaskDefinition
 from .context import Context, Resume, TaskInstance
@@ -109,7 +110,7 @@ class Execution:
         resume = None
         if start.HasField("resume") and start.resume.next_method:
             kwargs = _json_object(start.resume.next_kwargs_json, "resume.next_kwargs_json")
-            resume = Resume(start.resume.next_method, kwargs)
+            resume = Resume(start.resume.next_method, serde.deserialize(kwargs))
         return Context(
             self._host,
             ti,
@@ -122,12 +123,11 @@ class Execution:
         if value is None:
             return pb.Result(success=pb.Success(return_value_json=""))
         try:
-            text = json.dumps(value)
+            text = json.dumps(serde.serialize(value))
         except (TypeError, ValueError) as exc:
             message = (
                 f"task {task.dag_id}.{task.task_id} returned a {qualified_name(type(value))}, "
-                f"which JSON cannot encode ({exc}); return JSON types (dict, list, str, int, "
-                "float, bool, None) so Airflow can store it as the return_value XCom"
+                f"which cannot be stored as the return_value XCom ({exc})"
             )
             return self._failed(ErrorInfo("TypeError", message), retryable=True)
         return pb.Result(success=pb.Success(return_value_json=text))
@@ -212,21 +212,11 @@ def _deferred(exc: DeferTask) -> pb.Deferred:
     timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout or 0)
     return pb.Deferred(
         trigger_classpath=exc.trigger_classpath,
-        trigger_kwargs_json=json.dumps(exc.trigger_kwargs, default=_airflow_serde),
+        trigger_kwargs_json=json.dumps(serde.serialize(exc.trigger_kwargs)),
         next_method=exc.method_name,
-        next_kwargs_json=json.dumps(exc.kwargs, default=_airflow_serde),
+        next_kwargs_json=json.dumps(serde.serialize(exc.kwargs or {})),
         timeout_s=timeout_s,
     )
-
-
-def _airflow_serde(value: Any) -> Any:
-    """datetime/timedelta in Airflow's BaseSerialization shape, as triggers expect them."""
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return {"__type": "datetime", "__var": aware.timestamp()}
-    if isinstance(value, timedelta):
-        return {"__type": "timedelta", "__var": value.total_seconds()}
-    raise TypeError(f"trigger kwargs value of type {qualified_name(type(value))} is not JSON-able")
 
 
 def _async_raise(thread_id: int, exc_type: type[BaseException] | None) -> bool:

@@ -85,8 +85,17 @@ def test_defer_carries_trigger_and_resume_method():
     assert result.state == "deferred"
     deferral = result.deferral
     assert deferral.trigger_classpath.endswith("DateTimeTrigger")
+    # Airflow's serde shape (Execution API 2026-06-30), as airflow.sdk.serde.serialize writes it.
+    utc = ["UTC", "pendulum.tz.timezone.FixedTimezone", 1, True]
     assert deferral.trigger_kwargs == {
-        "moment": {"__type": "datetime", "__var": DEFER_MOMENT.timestamp()}
+        "moment": {
+            "__classname__": "datetime.datetime",
+            "__version__": 2,
+            "__data__": {
+                "timestamp": DEFER_MOMENT.timestamp(),
+                "tz": {"__classname__": "builtins.tuple", "__version__": 1, "__data__": utc},
+            },
+        }
     }
     assert (deferral.method, deferral.kwargs, deferral.timeout_s) == (
         "resume_here",
@@ -118,7 +127,7 @@ def test_resume_with_fail_method_fails_without_calling_user_code():
 def test_non_json_return_value_fails_naming_the_type():
     result = run("not_json")
     assert (result.state, result.retryable, result.error.type) == ("failed", True, "TypeError")
-    assert "returned a set" in result.error.message
+    assert "returned a complex" in result.error.message
     assert "sample.not_json" in result.error.message
 
 
@@ -173,7 +182,7 @@ def test_xcom_pull_push_delete():
 
 def test_xcom_push_of_non_json_value_raises_type_error_in_the_task():
     result = run("xcom_bad")
-    assert result.return_value.startswith("XCom 'when': value of type datetime is not JSON-able")
+    assert result.return_value.startswith("XCom 'when': value of type complex is not JSON-able")
 
 
 def test_mask_secret_sends_every_string():
