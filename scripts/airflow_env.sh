@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# Environment of the local Airflow 3.3.2 stack (scripts/airflow_stack.sh): source it, or print it with
+# `scripts/airflow_stack.sh env`. Every Airflow setting is an AIRFLOW__* variable computed from the
+# AF_* knobs below, so re-sourcing after changing a knob (e.g. AF_PORT) gives a consistent set.
+#
+# Knobs (set them before sourcing / before running the stack script):
+#   AF_VENV            Airflow's own venv              (default <repo>/.airflow/venv)
+#   AIRFLOW_HOME       DB, logs, pid files, bytecode   (default <repo>/.airflow/home)
+#   AF_PORT            api-server port on 127.0.0.1    (default 8080)
+#   AF_REDIS_PORT      Redis port on 127.0.0.1         (default 6379)
+#   AF_BROKER_URL      Celery broker                   (default redis://127.0.0.1:$AF_REDIS_PORT/0)
+#   AF_RESULT_BACKEND  Celery result backend           (default redis://127.0.0.1:$AF_REDIS_PORT/1)
+#   AF_DAGS_FOLDER     DAG files                       (default <repo>/bundles/dags)
+#   AF_PYTHON          interpreter for the venv        (default 3.11)
+
+# The repo is found from this file's location, never from the caller's directory.
+AF_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export AF_REPO
+
+export AF_AIRFLOW_VERSION=3.3.2
+export AF_PYTHON="${AF_PYTHON:-3.11}"
+export AF_VENV="${AF_VENV:-$AF_REPO/.airflow/venv}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$AF_REPO/.airflow/home}"
+export AF_RUN_DIR="$AIRFLOW_HOME/run"
+export AF_HOST=127.0.0.1            # everything binds to loopback only; not a knob on purpose
+export AF_PORT="${AF_PORT:-8080}"
+export AF_API_URL="http://$AF_HOST:$AF_PORT"
+export AF_REDIS_PORT="${AF_REDIS_PORT:-6379}"
+export AF_BROKER_URL="${AF_BROKER_URL:-redis://$AF_HOST:$AF_REDIS_PORT/0}"
+export AF_RESULT_BACKEND="${AF_RESULT_BACKEND:-redis://$AF_HOST:$AF_REDIS_PORT/1}"
+# DAG files are read in place from the repo (not copied): an edit is picked up by the dag-processor
+# within REFRESH_INTERVAL, there is no stale copy to forget, and dag_rel_path in the Celery workload
+# is the path relative to bundles/dags.
+export AF_DAGS_FOLDER="${AF_DAGS_FOLDER:-$AF_REPO/bundles/dags}"
+
+# --- core, DB, executor
+export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
+export AIRFLOW__CELERY__BROKER_URL="$AF_BROKER_URL"
+export AIRFLOW__CELERY__RESULT_BACKEND="$AF_RESULT_BACKEND"
+export AIRFLOW__CORE__DAGS_FOLDER="$AF_DAGS_FOLDER"
+export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$AIRFLOW_HOME/logs"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# Fixed so that connection passwords stay readable across restarts of a kept AIRFLOW_HOME.
+export AIRFLOW__CORE__FERNET_KEY=No7V3itLJr_pTv0wFIsyj3spuHh0F9-ulv3VSHlZ584=
+
+# --- API server, auth, tokens (test-only secrets: this stack binds to 127.0.0.1 and holds no real data)
+export AIRFLOW__API__HOST="$AF_HOST"
+export AIRFLOW__API__PORT="$AF_PORT"
+export AIRFLOW__API__BASE_URL="$AF_API_URL"
+# One uvicorn worker is plenty for tests and keeps ~250 MB per extra worker off a 2-core box.
+export AIRFLOW__API__WORKERS=1
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AF_API_URL/execution/"
+# The scheduler signs workload tokens with it and the api-server checks them: it must be the same in
+# every process, so it is fixed (>= 64 bytes, or PyJWT warns about HS512 key length; pitfall P3).
+export AIRFLOW__API_AUTH__JWT_SECRET=e2e-only-jwt-secret-6476f89b53226b38ab147bd7b5ea6c4781ca132ca2688a299b82d59b2585a537455c168dedf1d9afe4f0569f1b0afed5
+# Signs the worker log-server JWT; fixed for the same reason.
+export AIRFLOW__API__SECRET_KEY=e2e-only-secret-key-2835e1a484827a6d302147cf26b6e70c29417dc573fa1045
+export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
+# The public API needs no token: a middleware injects an admin one.
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
+
+# --- speed for tests
+# Default 300 s: a new DAG file could take 5 minutes to appear (P4).
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+# No stale-bundle cleanup helper process in the worker (~120 MB); we use one unversioned bundle.
+export AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_INTERVAL=0
+# Airflow's worker can hold a pool slot up to min_heartbeat_interval after a task ends (P8).
+export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
+
+# --- bytecode (P1): the machine exports PYTHONDONTWRITEBYTECODE=1 and uv venvs ship no .pyc, so each
+# Airflow process (and each task child) would compile ~5,000 modules from source on every start.
+# Keep the bytecode in a cache outside the venv; the stack script pre-fills it once.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="$AIRFLOW_HOME/pycache"
