@@ -36,8 +36,8 @@ AF_WORKER_CONCURRENCY="${AF_WORKER_CONCURRENCY:-2}"
 AF_UP_TIMEOUT="${AF_UP_TIMEOUT:-180}"
 AF_STOP_TIMEOUT="${AF_STOP_TIMEOUT:-15}"
 INSTALL_SPEC="apache-airflow[celery]==$AF_AIRFLOW_VERSION"
-# Health-endpoint key -> component name, for the components that report to /monitor/health.
 declare -A STARTED_AT=()   # component -> epoch seconds, for those started by this invocation
+# Health-endpoint key -> component name, for the components that report to /monitor/health.
 declare -A HEALTH_OF=([metadatabase]=api-server [scheduler]=scheduler [dag_processor]=dag-processor
                       [triggerer]=triggerer)
 
@@ -174,7 +174,7 @@ ensure_venv() {
     python3 -m pip install --quiet uv || die "could not pip-install uv"
     uv=(python3 -m uv)
   fi
-  say "installing $INSTALL_SPEC into $AF_VENV (first time: a few minutes)"
+  say "installing $INSTALL_SPEC into $AF_VENV (first time: ~5 s with a fast PyPI, longer otherwise)"
   local log="$RUN/install.log"
   {
     [[ -x $AF_VENV/bin/python ]] || "${uv[@]}" venv --python "$AF_PYTHON" "$AF_VENV"
@@ -358,7 +358,11 @@ COMPONENTS=(api-server scheduler dag-processor triggerer celery-worker)
 WORKER_NODENAME="airflow-e2e@$(hostname)"
 
 cmd_up() {
-  [[ ${1:-} == --worker ]] && AF_WORKER=1
+  case "${1:-}" in
+    --worker) AF_WORKER=1 ;;
+    "") ;;
+    *) die "unknown option for up: $1 (only --worker)" ;;
+  esac
   mkdir -p "$RUN" "$AIRFLOW__LOGGING__BASE_LOG_FOLDER" "$AF_DAGS_FOLDER"
   ensure_venv
   ensure_bytecode
