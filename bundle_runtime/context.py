@@ -35,6 +35,8 @@ class TaskInstance:
     map_index: int = -1
     queue: str = ""
     max_tries: int = 0
+    #: How often this try was rescheduled already (0 on the first poke of a sensor-like task).
+    task_reschedule_count: int = 0
 
 
 @dataclass(frozen=True)

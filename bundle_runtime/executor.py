@@ -106,6 +106,7 @@ class Execution:
             map_index=start.ti.map_index,
             queue=start.ti.queue,
             max_tries=start.max_tries,
+            task_reschedule_count=start.task_reschedule_count,
         )
         resume = None
         if start.HasField("resume") and start.resume.next_method:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import serde
 from ._proto import runtime_pb2 as pb
 from .bundle import Bundle
 from .context import Connection, Resume
@@ -152,6 +153,7 @@ def run_task(
     dag_run: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     try_number: int = 1,
+    task_reschedule_count: int = 0,
     resume: Resume | None = None,
 ) -> TaskRunResult:
     """Run one registered task in this thread, exactly as a runtime would, and report it."""
@@ -167,10 +169,11 @@ def run_task(
         ),
         dag_run_json=json.dumps(dict(dag_run or {})),
         params_json=json.dumps(dict(params or {})),
+        task_reschedule_count=task_reschedule_count,
     )
     if resume is not None:
         start.resume.next_method = resume.method
-        start.resume.next_kwargs_json = json.dumps(resume.kwargs)
+        start.resume.next_kwargs_json = json.dumps(serde.serialize(resume.kwargs))
     result = Execution(bundle, start, host).run()
     report = _from_result(result)
     report.logs, report.pushed_xcoms, report.masked = host.logs, host.pushed, host.masked

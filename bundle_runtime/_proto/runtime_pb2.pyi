@@ -181,6 +181,7 @@ class Start(google.protobuf.message.Message):
     RESUME_FIELD_NUMBER: builtins.int
     MAX_TRIES_FIELD_NUMBER: builtins.int
     TIMEOUT_S_FIELD_NUMBER: builtins.int
+    TASK_RESCHEDULE_COUNT_FIELD_NUMBER: builtins.int
     dag_run_json: builtins.str
     """The DAG run as the Execution API returned it from /run (TIRunContext.dag_run), as JSON."""
     params_json: builtins.str
@@ -189,6 +190,10 @@ class Start(google.protobuf.message.Message):
     """Number of tries allowed by Airflow (TIRunContext.max_tries)."""
     timeout_s: builtins.float
     """Seconds the task may run before the supervisor cancels it; 0 means no limit."""
+    task_reschedule_count: builtins.int
+    """How often this try was already rescheduled (TIRunContext.task_reschedule_count), so that a
+    sensor-like task can tell its first poke from later ones.
+    """
     @property
     def ti(self) -> global___TaskInstance: ...
     @property
@@ -204,9 +209,10 @@ class Start(google.protobuf.message.Message):
         resume: global___Resume | None = ...,
         max_tries: builtins.int = ...,
         timeout_s: builtins.float = ...,
+        task_reschedule_count: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["resume", b"resume", "ti", b"ti"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["dag_run_json", b"dag_run_json", "max_tries", b"max_tries", "params_json", b"params_json", "resume", b"resume", "ti", b"ti", "timeout_s", b"timeout_s"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["dag_run_json", b"dag_run_json", "max_tries", b"max_tries", "params_json", b"params_json", "resume", b"resume", "task_reschedule_count", b"task_reschedule_count", "ti", b"ti", "timeout_s", b"timeout_s"]) -> None: ...
 
 global___Start = Start
 

@@ -299,6 +299,7 @@ def _start_message(start: TaskStart) -> runtime_pb2.Start:
         params_json=json.dumps(start.params),
         max_tries=start.max_tries,
         timeout_s=start.timeout_s,
+        task_reschedule_count=start.task_reschedule_count,
     )
     if start.next_method is not None:
         message.resume.next_method = start.next_method

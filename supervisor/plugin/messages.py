@@ -27,6 +27,7 @@ class TaskStart:
     params: dict[str, Any] = field(default_factory=dict)
     max_tries: int = 0
     timeout_s: float = 0.0
+    task_reschedule_count: int = 0
     #: Set when resuming after a deferral.
     next_method: str | None = None
     next_kwargs: dict[str, Any] | None = None

@@ -223,3 +223,11 @@ def block(ctx: Context) -> str:
     ctx.log.info(SLEEPING)
     RELEASE.wait()
     return "released"
+
+
+@bundle.task(dag_id=DAG, task_id="poke")
+def poke(ctx: Context) -> int:
+    """A sensor-like task: reschedules on its first poke only."""
+    if ctx.ti.task_reschedule_count == 0:
+        raise RescheduleTask(timedelta(seconds=1))
+    return ctx.ti.task_reschedule_count

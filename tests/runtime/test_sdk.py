@@ -219,3 +219,9 @@ def test_capture_is_undone_after_the_task(capsys: pytest.CaptureFixture[str]):
 def test_sample_bundle_module_registers_in_order():
     keys = list(sample_bundle.bundle.tasks)
     assert keys[0] == (DAG, "ok") and (DAG, "sleep") in keys
+
+
+def test_task_sees_how_often_it_was_rescheduled():
+    first = run_task(bundle, DAG, "poke")
+    later = run_task(bundle, DAG, "poke", task_reschedule_count=1)
+    assert (first.state, later.state, later.return_value) == ("up_for_reschedule", "success", 1)
