@@ -20,7 +20,12 @@ bundle = Bundle()
 @bundle.task(dag_id="sample", task_id="echo")
 def echo(ctx: Context) -> dict[str, Any]:
     """Return what the task saw of its own identity and params."""
-    return {"task_id": ctx.ti.task_id, "try_number": ctx.ti.try_number, "params": ctx.params}
+    return {
+        "task_id": ctx.ti.task_id,
+        "try_number": ctx.ti.try_number,
+        "task_reschedule_count": ctx.ti.task_reschedule_count,
+        "params": ctx.params,
+    }
 
 
 @bundle.task(dag_id="sample", task_id="nothing")

@@ -31,7 +31,8 @@ def test_outcomes_travel_as_values(runtimes: StartRuntime) -> None:
     runtime = runtimes()
     host = RecordingHost()
 
-    echoed = runtime.execute(task_start("echo", try_number=2, params={"a": 1}), host)
+    start = task_start("echo", try_number=2, task_reschedule_count=3, params={"a": 1})
+    echoed = runtime.execute(start, host)
     nothing = runtime.execute(task_start("nothing"), host)
     boom = runtime.execute(task_start("boom"), host)
     fail = runtime.execute(task_start("fail"), host)
@@ -41,6 +42,7 @@ def test_outcomes_travel_as_values(runtimes: StartRuntime) -> None:
     assert json.loads(echoed.return_value_json) == {
         "task_id": "echo",
         "try_number": 2,
+        "task_reschedule_count": 3,
         "params": {"a": 1},
     }
     assert nothing == Succeeded(return_value_json=None)
