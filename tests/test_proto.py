@@ -20,7 +20,7 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     fresh = sorted(p.name for p in tmp_path.iterdir())
     committed = sorted(p.name for p in COMMITTED.iterdir() if p.suffix in {".py", ".pyi"})
     assert fresh == committed
-    match, mismatch, errors = filecmp.cmpfiles(tmp_path, COMMITTED, fresh, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path, COMMITTED, fresh, shallow=False)
     assert (mismatch, errors) == ([], []), (
         f"bundle_runtime/_proto is stale ({mismatch + errors}): run python scripts/gen_proto.py"
     )

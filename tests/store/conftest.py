@@ -1,9 +1,8 @@
 """Fixtures for the bundle store: real wheels, real venvs, real runtime processes.
 
-The two example-etl wheels are built once per session and installed once into a session home,
-which tests only read. Tests that change a store get a fresh home of their own; every home shares
-one uv cache (same filesystem as the homes, under pytest's tmp dir), so only the first install
-downloads anything.
+The two example-etl wheels and the session home with both installed come from tests/conftest.py.
+Tests that change a store get a fresh home of their own; every home shares one uv cache (same
+filesystem as the homes, under pytest's tmp dir), so only the first install downloads anything.
 """
 
 from __future__ import annotations
@@ -18,39 +17,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.build import build_bundle
-from supervisor.bundle_venv import find_uv
 from supervisor.store import BundleStore, InstalledBundle
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "bundles" / "example-etl"
-VERSIONS = ("1.0.0", "2.0.0")
-#: attrs pinned by each example version.
-ATTRS = {"1.0.0": "23.2.0", "2.0.0": "25.3.0"}
 CLI_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="session")
-def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("uv-cache")
-
-
-@pytest.fixture(scope="session")
-def example_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("example-wheels")
-    return {v: build_bundle(EXAMPLES / v, out, uv=find_uv()) for v in VERSIONS}
-
-
-@pytest.fixture(scope="session")
-def session_home(
-    tmp_path_factory: pytest.TempPathFactory, example_wheels: dict[str, Path], uv_cache: Path
-) -> Path:
-    """A home with both example versions installed; tests must not change it."""
-    home = tmp_path_factory.mktemp("home")
-    store = BundleStore(home, cache_dir=uv_cache)
-    for version in VERSIONS:
-        store.install(example_wheels[version])
-    return home
 
 
 @pytest.fixture

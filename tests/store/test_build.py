@@ -14,8 +14,7 @@ from supervisor.build import build_bundle
 from supervisor.bundle_venv import find_uv
 from supervisor.errors import BundleError
 from supervisor.wheelfile import SOURCE_STAMP, read_wheel_info, record_hash
-
-from .conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO
 
 
 def _head() -> str:

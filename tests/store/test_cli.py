@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.wheelfile import add_file
+from tests.conftest import ATTRS, EXAMPLES, VERSIONS
 
-from .conftest import ATTRS, EXAMPLES, VERSIONS, assert_one_line_error, run_cli, run_json
+from .conftest import assert_one_line_error, run_cli, run_json
 
 TEST = ("bundle", "test")
 

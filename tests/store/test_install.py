@@ -15,8 +15,9 @@ from supervisor.bundle_venv import Installer, site_packages
 from supervisor.errors import BundleIntegrityError, BundleNotFound
 from supervisor.store import BundleStore, InstalledBundle, version_key
 from supervisor.wheelfile import add_file, sha256_file
+from tests.conftest import ATTRS, VERSIONS
 
-from .conftest import ATTRS, VERSIONS, run_json
+from .conftest import run_json
 
 #: Supervisor-side packages that must never reach a bundle venv (DESIGN §3).
 FORBIDDEN = ("celery", "kombu", "httpx", "psutil", "pydantic", "pydantic_core", "supervisor")

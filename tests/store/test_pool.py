@@ -11,8 +11,7 @@ from supervisor.offline import OfflineHost
 from supervisor.plugin.messages import Succeeded, TaskStart
 from supervisor.pool import RuntimePool
 from supervisor.store import BundleStore
-
-from .conftest import ATTRS, VERSIONS
+from tests.conftest import ATTRS, VERSIONS
 
 
 @pytest.fixture

@@ -1,23 +1,32 @@
-"""Example ETL bundle 2.0.0: every task kind the supervisor must handle, for dag example_etl.
+"""Example ETL bundle 2.0.0: every task kind the supervisor must handle.
 
 The tasks are small on purpose; each shows one thing a task can do through its Context (variables,
-connections, XComs, logs) or one way it can end (success, skip, fail, retry). `noop` exists for the
-benchmark and `crash` for the test that a runtime dying mid-task fails only its task instance.
+connections, XComs, logs) or one way it can end (success, skip, fail, retry, reschedule, defer).
+`noop` exists for the benchmark and `crash` for the test that a runtime dying mid-task fails only
+its task instance. One bundle serves several DAGs (bundles/dags/): the same function can be
+registered under more than one (dag_id, task_id).
 """
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any
 
 import attrs
 
-from bundle_runtime import Bundle, Context, FailTask, SkipTask
+from bundle_runtime import Bundle, Context, DeferTask, FailTask, RescheduleTask, SkipTask
 
 #: Which copy of the code this is; 1.0.0 says "v1". Lets a reader of a log tell versions apart.
 MARKER = "v2"
 DAG_ID = "example_etl"
+#: DAGs of the end-to-end suite and the demo (bundles/dags/).
+STATES_DAG = "bundle_states"
+XCOM_DAG = "bundle_xcom_types"
+PINNED_DAGS = ("bundle_pinned_v1", "bundle_pinned_v2")
+#: A trigger class Airflow's triggerer can run (apache-airflow-providers-standard).
+DATETIME_TRIGGER = "airflow.providers.standard.triggers.temporal.DateTimeTrigger"
 
 bundle = Bundle()
 
@@ -92,3 +101,37 @@ def noop(ctx: Context) -> None:
 def crash(ctx: Context) -> None:
     """Kills its own runtime process mid-task, as a segfault or the OOM killer would."""
     os._exit(3)
+
+
+# -- the other example DAGs ------------------------------------------------------------------
+
+for _dag_id in PINNED_DAGS:
+    bundle.task(dag_id=_dag_id, task_id="dep_version")(dep_version)
+for _task in (flaky, fail_hard, skip_me):
+    bundle.task(dag_id=STATES_DAG, task_id=_task.__name__)(_task)
+
+
+@bundle.task(dag_id=XCOM_DAG, task_id="echo")
+def echo(ctx: Context) -> Any:
+    """Return what the Python task `produce` returned, unchanged, so types travel both ways."""
+    value = ctx.xcom.pull(task_id="produce")
+    ctx.log.info("echoing", types={k: type(v).__name__ for k, v in value.items()})
+    return value
+
+
+@bundle.task(dag_id=STATES_DAG, task_id="reschedule_once")
+def reschedule_once(ctx: Context) -> dict[str, int]:
+    """Like a sensor in reschedule mode: not ready on the first poke, ready on the next."""
+    if ctx.ti.task_reschedule_count == 0:
+        raise RescheduleTask(timedelta(seconds=2))
+    return {"reschedules": ctx.ti.task_reschedule_count}
+
+
+@bundle.task(dag_id=STATES_DAG, task_id="defer_once")
+def defer_once(ctx: Context) -> dict[str, str]:
+    """Hand the wait to Airflow's triggerer for two seconds, then finish in `wake_up`."""
+    if ctx.resume is None:
+        moment = datetime.now(UTC) + timedelta(seconds=2)
+        raise DeferTask(DATETIME_TRIGGER, {"moment": moment}, method_name="wake_up")
+    event = ctx.resume.kwargs.get("event")
+    return {"resumed_via": ctx.resume.method, "event": str(event)}
