@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {supervisor.__version__}"
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_serve_command(commands)
     _add_bundle_commands(commands)
     parser.epilog = _command_index(commands)
     return parser
@@ -115,10 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_index(commands: argparse._SubParsersAction[Any]) -> str:
     """Every leaf command with its one-line help, so `supervisor --help` documents them all."""
     lines = ["all commands:"]
+    helps = {action.dest: action.help for action in commands._choices_actions}
     for name, sub in commands.choices.items():
         nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
         if not nested:
-            lines.append(f"  {name:<18} {sub.description or ''}")
+            lines.append(f"  {name:<18} {helps.get(name) or ''}")
         for action in nested:
             lines += [
                 f"  {name} {choice.dest:<{17 - len(name)}} {choice.help}"
@@ -151,6 +153,24 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
         help=f"level of the supervisor's own log on stderr (default: {logsetup.DEFAULT_LEVEL})",
     )
     return common
+
+
+def _add_serve_command(commands: argparse._SubParsersAction[Any]) -> None:
+    p = commands.add_parser(
+        "serve", parents=[_common_options(suppress=True)],
+        help="consume Airflow's Celery workloads and run them in bundle runtimes",
+        description="Run the worker: consume Airflow's CeleryExecutor messages, run each task in "
+        "the venv of its bundle version, report through Airflow's Execution API. Settings come "
+        "from Airflow's own AIRFLOW__* variables, SUPERVISOR__* variables, the TOML file and these "
+        "flags (flags win). SIGTERM drains: no new tasks, running ones finish.",
+    )
+    p.add_argument("--queues", metavar="Q1,Q2", help="Celery queues to consume (default: bundles)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="task instances run at once")
+    p.add_argument("--hostname", metavar="NAME",
+                   help="hostname reported to Airflow (its api-server fetches live logs there)")
+    p.add_argument("--execution-api-url", metavar="URL",
+                   help="Airflow's Execution API, e.g. http://airflow:8080/execution/")
+    p.set_defaults(command=cmd_serve, log_level="info")
 
 
 def _add_bundle_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -219,6 +239,19 @@ def _add_bundle_test_command(
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from supervisor.serve import serve  # noqa: PLC0415 - celery and httpx only for this command
+
+    flags = {
+        "supervisor.home": args.home,
+        "supervisor.queues": args.queues,
+        "supervisor.hostname": args.hostname,
+        "celery.worker_concurrency": args.concurrency,
+        "core.execution_api_server_url": args.execution_api_url,
+    }
+    return serve(load_settings(flags, config_file=args.config))
 
 
 def cmd_bundle_build(args: argparse.Namespace) -> int:

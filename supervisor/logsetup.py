@@ -9,6 +9,7 @@ spliced into the text (STYLE §8). Task logs are a separate stream written by `s
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TextIO
 
@@ -17,6 +18,10 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asct
 #: `--log-level` choices.
 LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_LEVEL = "warning"
+#: Libraries whose INFO lines are per request or per message: too chatty for an operator's log.
+_QUIET_LOGGERS = ("httpx", "httpcore")
+#: Anything shaped like a JWT (Airflow's workload and execution tokens): never printed.
+_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -27,15 +32,19 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         head = f"{self.formatTime(record, self.datefmt)} {record.levelname.lower()} {record.name}"
-        context = " ".join(
-            f"{key}={_text(value)}"
-            for key, value in vars(record).items()
-            if key not in _STANDARD_ATTRS and not key.startswith("_")
-        )
+        context = ""
+        # Only our own records: Celery puts the whole message (the workload's token included)
+        # into `extra`, and we never print that.
+        if record.name.startswith("supervisor"):
+            context = " ".join(
+                f"{key}={_text(value)}"
+                for key, value in vars(record).items()
+                if key not in _STANDARD_ATTRS and not key.startswith("_")
+            )
         line = " ".join(part for part in (head, record.getMessage(), context) if part)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return _JWT.sub("eyJ***", line)
 
 
 def _text(value: object) -> str:
@@ -52,3 +61,5 @@ def configure(level: str = DEFAULT_LEVEL, *, stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

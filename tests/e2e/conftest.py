@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from .airflow import AirflowClient
+from .serve import QUEUES, ServeProcess
 from .stack import AirflowStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,3 +123,25 @@ def broker_redis(airflow_stack: AirflowStack) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def supervisor_serve(
+    airflow_stack: AirflowStack,
+    broker_redis: redis.Redis,
+    session_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServeProcess]:
+    """`supervisor serve` on the stack's broker, serving both example-etl versions."""
+    # A message left by an earlier, killed session would be delivered first (stack README P6).
+    broker_redis.delete(*QUEUES)
+    serve = ServeProcess(
+        home=session_home, workdir=tmp_path_factory.mktemp("serve"), stack_env=airflow_stack.env
+    )
+    serve.start()
+    try:
+        yield serve
+    finally:
+        if serve.alive():
+            exit_code = serve.stop()
+            assert exit_code == 0, f"supervisor serve exited {exit_code}:\n{serve.log()[-3000:]}"

@@ -1,0 +1,105 @@
+"""Celery intake: the only module that imports celery.
+
+Airflow's CeleryExecutor sends every workload as task `execute_workload` with one positional
+argument, the workload JSON string. We run Celery's own worker (not a hand-made Redis loop) so acks,
+prefetch, remote control (`celery inspect`, Flower) and warm shutdown behave as operators know them,
+configured like Airflow's provider does it (default_celery.py): JSON only, acks late, prefetch 1,
+track started. The pool is `threads`: each task thread only drives a TI while the task code runs in
+a bundle runtime process, and forking after gRPC is initialised is unsafe (grpc/grpc#4113).
+
+The Celery result is written when `handle` returns, i.e. after the TI's final state reached the
+Execution API: SUCCESS when the TI was handled (whatever its Airflow state), FAILURE when it could
+not be run. A duplicate delivery of a TI that is already running is ignored (no result), as
+Airflow's own worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import Ignore
+
+from supervisor.config import Settings
+from supervisor.errors import AlreadyRunning, BundleError, SupervisorError, WorkloadError
+from supervisor.workload import Workload, parse_celery_args
+
+log = logging.getLogger(__name__)
+
+#: The task name Airflow 3 uses for every workload.
+TASK_NAME = "execute_workload"
+#: Airflow's app name (celery_app_name); it only shows in banners and events.
+APP_NAME = "airflow.providers.celery.executors.celery_executor"
+#: Errors that are an outcome of bad input rather than a worker bug: logged as one line at ERROR,
+#: recorded as FAILURE, without a traceback in the worker log.
+EXPECTED_ERRORS = (WorkloadError, BundleError, SupervisorError)
+
+Handler = Callable[[Workload, str], None]
+
+
+def create_app(settings: Settings, handle: Handler) -> Celery:
+    """A Celery app configured as Airflow's, with `execute_workload` bound to `handle`."""
+    app = Celery(APP_NAME)
+    app.conf.update(
+        broker_url=settings.celery.broker_url,
+        result_backend=settings.result_backend,
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_track_started=True,
+        task_default_queue=settings.operators.default_queue,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout},
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=True,
+        worker_enable_remote_control=True,
+    )
+
+    @app.task(name=TASK_NAME, bind=True, throws=EXPECTED_ERRORS)
+    def execute_workload(task: Any, *args: Any, **kwargs: Any) -> None:
+        celery_id = str(task.request.id)
+        try:
+            workload = parse_celery_args(args, kwargs)
+        except WorkloadError as exc:
+            log.error("workload.rejected", extra={"celery_id": celery_id, "reason": str(exc)})
+            raise
+        try:
+            handle(workload, celery_id)
+        except AlreadyRunning:
+            log.info("workload.duplicate", extra={"celery_id": celery_id, "ti_id": workload.ti.id})
+            raise Ignore() from None
+
+    return app
+
+
+def run_worker(
+    app: Celery,
+    *,
+    queues: list[str],
+    concurrency: int,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+) -> int:
+    """Run Celery's worker in this (main) thread until warm shutdown; return its exit code.
+
+    SIGTERM (and the first SIGINT) starts a warm shutdown: no new messages, running TIs finish.
+    """
+    worker = app.Worker(
+        hostname=hostname or f"supervisor@{socket.gethostname()}",
+        queues=queues,
+        concurrency=concurrency,
+        pool="threads",
+        loglevel=loglevel,
+        quiet=True,
+        task_events=True,
+        optimization="fair",
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

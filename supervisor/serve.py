@@ -1,0 +1,63 @@
+"""Composes `supervisor serve`: components start in the order listed and stop in reverse.
+
+    store   -> installed bundles on disk (read-only here)
+    pool    -> warm runtimes per bundle version
+    api     -> one Execution API client (one connection pool) for every TI
+    runner  -> drives each TI (taskrun)
+    intake  -> Celery's worker; blocks in the main thread until warm shutdown
+
+Celery's warm shutdown (SIGTERM, first SIGINT) stops consuming and lets running TIs finish;
+then the pool stops every runtime (Shutdown -> SIGTERM -> SIGKILL) and the API client closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from supervisor.api.client import ExecutionApiClient
+from supervisor.config import Settings
+from supervisor.intake import create_app, run_worker
+from supervisor.pool import RuntimePool
+from supervisor.store import BundleStore
+from supervisor.taskrun import TaskRunner
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> int:
+    """Run the worker until it is told to stop; returns the process exit code."""
+    own = settings.supervisor
+    store = BundleStore(own.home)
+    log.debug("serve.start", extra={"component": "pool"})
+    pool = RuntimePool(
+        max_tasks_per_runtime=own.max_tasks_per_runtime,
+        rss_limit_bytes=own.runtime_rss_limit_mb * 1024 * 1024
+        if own.runtime_rss_limit_mb
+        else None,
+        idle_timeout_s=own.runtime_idle_timeout_s,
+    )
+    try:
+        log.debug("serve.start", extra={"component": "api"})
+        with ExecutionApiClient.from_settings(settings) as api:
+            runner = TaskRunner(settings=settings, api=api, store=store, pool=pool)
+            app = create_app(settings, runner.handle)
+            installed = ", ".join(b.label for b in store.list()) or "none"
+            log.info(
+                "serve.ready",
+                extra={
+                    "queues": ",".join(own.queues),
+                    "concurrency": settings.celery.worker_concurrency,
+                    "bundles": installed,
+                    "execution_api": settings.core.execution_api_server_url,
+                },
+            )
+            return run_worker(
+                app,
+                queues=list(own.queues),
+                concurrency=settings.celery.worker_concurrency,
+                hostname=f"supervisor@{own.hostname}",
+            )
+    finally:
+        log.debug("serve.stop", extra={"component": "pool"})
+        pool.close()
+        log.info("serve.stopped")

@@ -1,0 +1,357 @@
+"""One task instance end to end: resolve, lease a runtime, /run, heartbeat, Execute, final state.
+
+`TaskRunner.handle` is what the Celery intake calls for each ExecuteTask workload; it returns only
+after the TI's final state reached the Execution API (or Airflow told us the TI is no longer ours),
+so the Celery result written after it is never early. The phases, in order:
+
+1. resolve the bundle version and lease a warm runtime for it (a failure is remembered, not
+   raised: the TI must still be started so that the failure can be reported through the API);
+2. `/run` with the runtime's pid (a duplicate delivery gets 409 previous_state=running, which the
+   intake ignores); delete `xcom_keys_to_clear`;
+3. heartbeat every `heartbeat_interval_s` in a named thread: 404/409/410 cancel the task and
+   nothing is reported; `max_failed_heartbeats` failures in a row cancel it too;
+4. Execute on the runtime, serving its HostCalls through the API (`hostcalls.ApiHost`), with a
+   watchdog that cancels at the task's timeout and stops the runtime if the task ignores it;
+5. map the outcome to Airflow's final state: success (return_value pushed first), up_for_retry
+   only when `should_retry`, failed, skipped, up_for_reschedule or deferred.
+
+Two streams, never mixed: the task log (Airflow's file, what the UI shows, human sentences) and
+the worker log (one INFO line as a TI starts and one as it ends, short events with context).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from supervisor.errors import (
+    BundleError,
+    ExecutionApiError,
+    RuntimeLost,
+    RuntimeStartError,
+    TaskInstanceGone,
+)
+from supervisor.hostcalls import ApiHost
+from supervisor.logs.files import TaskLog, log_file_path
+from supervisor.plugin.messages import (
+    Deferred,
+    ErrorInfo,
+    Failed,
+    LogRecord,
+    Outcome,
+    Rescheduled,
+    Skipped,
+    Succeeded,
+    TaskStart,
+)
+from supervisor.resolve import resolve
+
+if TYPE_CHECKING:
+    from supervisor.api.client import ExecutionApiClient
+    from supervisor.api.models import TIRunContext
+    from supervisor.api.task import TaskApi
+    from supervisor.config import Settings
+    from supervisor.plugin.runtime import Runtime
+    from supervisor.pool import RuntimePool
+    from supervisor.store import BundleStore, InstalledBundle
+    from supervisor.workload import Workload
+
+log = logging.getLogger(__name__)
+
+#: Seconds a cancelled task gets to end its stream before its runtime is stopped.
+CANCEL_GRACE_S = 10.0
+#: What taskrun returns when Airflow took the TI away: nothing was reported.
+GONE = "gone"
+
+
+@dataclass
+class TaskRunner:
+    """Runs TIs for the intake; shared by all Celery threads (it holds no per-TI state)."""
+
+    settings: Settings
+    api: ExecutionApiClient
+    store: BundleStore
+    pool: RuntimePool
+
+    def handle(self, workload: Workload, celery_id: str) -> None:
+        """Run one workload to its final state; raises AlreadyRunning for duplicates."""
+        TaskRun(self, workload, celery_id).run()
+
+
+class TaskRun:
+    """The state of one TI while it runs; used once, from one Celery thread."""
+
+    def __init__(self, runner: TaskRunner, workload: Workload, celery_id: str) -> None:
+        self.runner = runner
+        self.settings = runner.settings
+        self.workload = workload
+        self.ti = workload.ti
+        self.cancel = threading.Event()  # ask the task to stop
+        self.cancel_reason = ""
+        self.done = threading.Event()  # the Execute stream has ended
+        self.gone = threading.Event()  # Airflow moved the TI on: report nothing
+        self.hostname = self.settings.supervisor.hostname
+        self.context: dict[str, Any] = {
+            "ti_id": str(self.ti.id),
+            "dag_id": self.ti.dag_id,
+            "task_id": self.ti.task_id,
+            "run_id": self.ti.run_id,
+            "try_number": self.ti.try_number,
+            "celery_id": celery_id,
+        }
+        self.task_log: TaskLog | None = None
+
+    # -- phases --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        started = time.monotonic()
+        path = log_file_path(self.settings.logging.base_log_folder, self.workload.log_path)
+        with ExitStack() as stack:
+            self.task_log = stack.enter_context(TaskLog(path))
+            bundle, runtime, problem = self._prepare(stack)
+            pid = runtime.pid if runtime else os.getpid()
+            api = self.runner.api.for_task(self.ti.id, self.workload.token)
+            context = api.run(
+                hostname=self.hostname,
+                unixname=getpass.getuser(),
+                pid=pid,
+                start_date=datetime.now(UTC),
+            )
+            log.info("ti.started", extra={**self.context, "bundle": bundle and bundle.label})
+            self._clear_xcoms(api, context)
+            if bundle is None or runtime is None:
+                state = self._report_failure(api, context, problem or "no runtime")
+            else:
+                state = self._execute(api, context, bundle, runtime)
+        duration_s = round(time.monotonic() - started, 3)
+        log.info("ti.finished", extra={**self.context, "state": state, "duration_s": duration_s})
+
+    def _prepare(
+        self, stack: ExitStack
+    ) -> tuple[InstalledBundle | None, Runtime | None, str | None]:
+        """Resolve the bundle and lease a runtime; a failure is returned as text, not raised."""
+        try:
+            bundle = resolve(self.workload, self.runner.store.list(), self.settings)
+        except BundleError as exc:
+            return None, None, str(exc)
+        spec = bundle.runtime_spec(start_timeout_s=self.settings.supervisor.start_timeout_s)
+        try:
+            runtime = stack.enter_context(self.runner.pool.lease(spec))
+        except RuntimeStartError as exc:
+            return bundle, None, str(exc)
+        return bundle, runtime, None
+
+    def _clear_xcoms(self, api: TaskApi, context: TIRunContext) -> None:
+        """Airflow leaves XComs of earlier tries for the worker to delete (reference §1.5.1)."""
+        for key in context.xcom_keys_to_clear:
+            api.delete_xcom(
+                dag_id=self.ti.dag_id,
+                run_id=self.ti.run_id,
+                task_id=self.ti.task_id,
+                key=key,
+                map_index=self.ti.map_index,
+            )
+
+    def _task_start(self, context: TIRunContext, timeout_s: float) -> TaskStart:
+        next_kwargs = context.next_kwargs
+        if isinstance(next_kwargs, str):
+            raise ExecutionApiError(
+                "next_kwargs arrived encrypted; this worker needs them as JSON "
+                "(Execution API 2026-06-30 sends serde JSON unless the deployment encrypts them)"
+            )
+        return TaskStart(
+            ti_id=str(self.ti.id),
+            dag_id=self.ti.dag_id,
+            task_id=self.ti.task_id,
+            run_id=self.ti.run_id,
+            try_number=self.ti.try_number,
+            map_index=self.ti.map_index,
+            queue=self.ti.queue or "",
+            dag_run=context.dag_run,
+            params=context.dag_run.get("conf") or {},
+            max_tries=context.max_tries,
+            timeout_s=timeout_s,
+            task_reschedule_count=context.task_reschedule_count,
+            next_method=context.next_method,
+            next_kwargs=next_kwargs,
+        )
+
+    def _execute(
+        self, api: TaskApi, context: TIRunContext, bundle: InstalledBundle, runtime: Runtime
+    ) -> str:
+        task = bundle.description.find_task(self.ti.dag_id, self.ti.task_id)
+        timeout_s = (
+            task.timeout_s if task else 0
+        ) or self.settings.supervisor.default_task_timeout_s
+        start = self._task_start(context, timeout_s or 0.0)
+        resumed = f", resuming in {start.next_method}()" if start.next_method else ""
+        self._note(
+            f"Running in bundle {bundle.label} (runtime pid {runtime.pid}){resumed}",
+            bundle=bundle.label,
+            runtime_pid=runtime.pid,
+        )
+        host = ApiHost(api, self.ti, log_sink=self._task_line, on_secret=self._secret)
+        heartbeat = threading.Thread(
+            target=self._heartbeat,
+            args=(api, runtime.pid),
+            name=f"heartbeat:{self.ti.id}",
+            daemon=True,
+        )
+        heartbeat.start()
+        watchdog = self._start_watchdog(runtime, timeout_s)
+        try:
+            outcome: Outcome = runtime.execute(start, host, cancel=self.cancel)
+        except RuntimeLost as exc:
+            outcome = Failed(retryable=True, error=ErrorInfo(type="RuntimeLost", message=str(exc)))
+        finally:
+            self.done.set()  # stops heartbeat and watchdog
+            heartbeat.join()
+            watchdog.cancel()
+        if self.gone.is_set():
+            self._note(f"Stopped without reporting a state: {self.cancel_reason}", level="warning")
+            return GONE
+        if self.cancel_reason:
+            self._note(f"Task cancelled: {self.cancel_reason}", level="error")
+        return self._report(api, context, outcome)
+
+    # -- final state ---------------------------------------------------------------------------
+
+    def _report(self, api: TaskApi, context: TIRunContext, outcome: Outcome) -> str:
+        now = datetime.now(UTC)
+        match outcome:
+            case Succeeded(return_value_json=value):
+                if value is not None:
+                    api.set_xcom_json(
+                        dag_id=self.ti.dag_id,
+                        run_id=self.ti.run_id,
+                        task_id=self.ti.task_id,
+                        key="return_value",
+                        value_json=value,
+                        map_index=self.ti.map_index,
+                    )
+                api.finish_success(end_date=now)
+                return self._final("success")
+            case Failed(retryable=retryable, error=error):
+                reason = f"{error.type}: {error.message}" if error else "task failed"
+                self._note(reason, level="error")
+                if retryable and context.should_retry:
+                    api.retry(end_date=now, retry_reason=reason)
+                    return self._final("up_for_retry")
+                api.finish("failed", end_date=now)
+                return self._final("failed")
+            case Skipped(reason=reason):
+                api.finish("skipped", end_date=now)
+                return self._final("skipped", reason=reason)
+            case Rescheduled(reschedule_date=when):
+                api.reschedule(reschedule_date=when, end_date=now)
+                return self._final("up_for_reschedule", reschedule_date=when.isoformat())
+            case Deferred() as deferred:
+                api.defer(
+                    classpath=deferred.trigger_classpath,
+                    trigger_kwargs=deferred.trigger_kwargs,
+                    next_method=deferred.next_method,
+                    next_kwargs=deferred.next_kwargs,
+                    trigger_timeout_s=deferred.timeout_s or None,
+                )
+                return self._final("deferred", trigger=deferred.trigger_classpath)
+        raise AssertionError(f"unknown outcome {outcome!r}")
+
+    def _report_failure(self, api: TaskApi, context: TIRunContext, problem: str) -> str:
+        """The TI could not be run at all (unknown bundle, version or task; runtime won't start)."""
+        self._note(problem, level="error")
+        log.error("ti.not_runnable", extra={**self.context, "reason": problem.splitlines()[0]})
+        now = datetime.now(UTC)
+        if context.should_retry:
+            api.retry(end_date=now, retry_reason=problem.splitlines()[0])
+            return self._final("up_for_retry")
+        api.finish("failed", end_date=now)
+        return self._final("failed")
+
+    def _final(self, state: str, **fields: object) -> str:
+        self._note(f"Task instance finished: {state}", state=state, **fields)
+        return state
+
+    # -- background ----------------------------------------------------------------------------
+
+    def _heartbeat(self, api: TaskApi, pid: int) -> None:
+        """Heartbeat until the task ends; cancel it when Airflow says stop or keeps failing."""
+        failures = 0
+        limit = self.settings.workers.max_failed_heartbeats
+        while not self.done.wait(self.settings.supervisor.heartbeat_interval_s):
+            try:
+                api.heartbeat(hostname=self.hostname, pid=pid)
+                failures = 0
+            except TaskInstanceGone as exc:
+                self.gone.set()
+                self._stop(f"Airflow no longer expects this TI to run here ({exc})")
+                return
+            except ExecutionApiError as exc:
+                failures += 1
+                self._note(f"Heartbeat failed ({failures}/{limit}): {exc}", level="warning")
+                log.warning("ti.heartbeat_failed", extra={**self.context, "failures": failures})
+                if failures >= limit:
+                    self._stop(f"{failures} heartbeats failed in a row")
+
+    def _start_watchdog(self, runtime: Runtime, timeout_s: float | None) -> threading.Timer:
+        """Cancel the task at its timeout; stop its runtime if it does not end within a grace."""
+
+        def expire() -> None:
+            self._stop(f"timed out after {timeout_s:g}s")
+            if not self.done.wait(CANCEL_GRACE_S):
+                self._note(
+                    f"Stopping runtime pid {runtime.pid}: task ignored its cancel for "
+                    f"{CANCEL_GRACE_S:g}s",
+                    level="error",
+                )
+                runtime.stop(grace_s=0)
+
+        timer = threading.Timer(timeout_s or 0, expire)
+        timer.name = f"timeout:{self.ti.id}"
+        timer.daemon = True
+        if timeout_s:
+            timer.start()
+        return timer
+
+    def _stop(self, reason: str) -> None:
+        if not self.cancel_reason:
+            self.cancel_reason = reason
+        self.cancel.set()
+
+    # -- task log ------------------------------------------------------------------------------
+
+    def _task_line(self, record: LogRecord) -> None:
+        """A log record from the task's runtime, in Airflow's format."""
+        fields = dict(record.fields)
+        if record.error:
+            fields["error_detail"] = [
+                {
+                    "exc_type": record.error.type,
+                    "exc_value": record.error.message,
+                    "frames": [],
+                    "traceback": record.error.traceback,
+                }
+            ]
+        assert self.task_log is not None
+        self.task_log.write(
+            record.event,
+            level=record.level,
+            logger=record.logger,
+            timestamp=record.timestamp,
+            **fields,
+        )
+
+    def _secret(self, value: str) -> None:
+        assert self.task_log is not None
+        self.task_log.add_secret(value)
+
+    def _note(self, message: str, *, level: str = "info", **fields: object) -> None:
+        """A line of the supervisor's about this TI, in its task log (what the UI shows)."""
+        if self.task_log is not None:
+            self.task_log.write(message, level=level, logger="supervisor", **fields)

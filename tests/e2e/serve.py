@@ -1,0 +1,83 @@
+"""`supervisor serve` as a real subprocess for the e2e suite.
+
+It gets the stack's AIRFLOW__* environment (broker, result backend, Execution API, log folder),
+a home with both example-etl versions installed, and a TOML file with the routing the e2e DAGs
+need (bundles/dags/): queues etl-v1/etl-v2/etl-v9 pinned to 1.0.0, 2.0.0 and a missing 9.9.9.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .airflow import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+#: Every queue the e2e DAGs send bundle tasks to.
+QUEUES = ("bundles", "etl-v1", "etl-v2", "etl-v9")
+CONFIG = """\
+[supervisor]
+queues = ["bundles", "etl-v1", "etl-v2", "etl-v9"]
+heartbeat_interval_s = 2
+
+[supervisor.queue_to_bundle]
+"etl-v1" = "example-etl==1.0.0"
+"etl-v2" = "example-etl==2.0.0"
+"etl-v9" = "example-etl==9.9.9"
+
+[supervisor.bundle_name_map]
+"dags-folder" = "example-etl"
+
+[celery]
+worker_concurrency = 4
+"""
+
+
+class ServeProcess:
+    """One `supervisor serve`; its output goes to `log_path`."""
+
+    def __init__(self, *, home: Path, workdir: Path, stack_env: dict[str, str]) -> None:
+        self.home = home
+        self.config = workdir / "supervisor.toml"
+        self.config.write_text(CONFIG)
+        self.log_path = workdir / "serve.log"
+        self.env = {**os.environ, **stack_env, "SUPERVISOR_HOME": str(home)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready_timeout: float = 60) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "supervisor", "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        wait_until(self._ready, timeout=ready_timeout, what="supervisor serve ready")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"supervisor serve exited {self.process.returncode}:\n{self.log()}")
+        return " ready." in self.log()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        """Warm shutdown (SIGTERM), as an operator would; SIGKILL to the group if it hangs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
