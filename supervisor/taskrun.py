@@ -112,7 +112,7 @@ class TaskRun:
 
     def run(self) -> None:
         started = time.monotonic()
-        path = log_file_path(self.settings.logging.base_log_folder, self.workload.log_path)
+        path = log_file_path(self.settings.logging.base_log_folder, self._log_path())
         with ExitStack() as stack:
             self.task_log = stack.enter_context(TaskLog(path))
             bundle, runtime, problem = self._prepare(stack)
@@ -132,6 +132,17 @@ class TaskRun:
                 state = self._execute(api, context, bundle, runtime)
         duration_s = round(time.monotonic() - started, 3)
         log.info("ti.finished", extra={**self.context, "state": state, "duration_s": duration_s})
+
+    def _log_path(self) -> str:
+        """The workload's log_path, or Airflow's default template when it sent none."""
+        if self.workload.log_path:
+            return self.workload.log_path
+        ti = self.ti
+        mapped = f"map_index={ti.map_index}/" if ti.map_index >= 0 else ""
+        return (
+            f"dag_id={ti.dag_id}/run_id={ti.run_id}/task_id={ti.task_id}/{mapped}"
+            f"attempt={ti.try_number}.log"
+        )
 
     def _prepare(
         self, stack: ExitStack
