@@ -42,6 +42,9 @@ HEALTH_SERVICE = "bundle.v1.BundleRuntime"
 #: Entry-point group through which a bundle wheel registers its `Bundle` object.
 ENTRY_POINT_GROUP = "bundle_runtime.bundles"
 
+#: Largest gRPC message either side accepts: XCom values and log lines can be large, and gRPC's
+#: 4 MiB default would break the stream on a big XCom pull. Both sides must use the same limit.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Longest Unix socket path Linux accepts (sun_path is 108 bytes including the NUL).
 MAX_SOCKET_PATH_BYTES = 107
 

@@ -42,9 +42,9 @@ _PR_SET_PDEATHSIG = 1
 
 NOT_A_PROGRAM = (
     "This binary is a plugin for the Airflow bundle supervisor; it is not meant to be run "
-    "directly. Use `supervisor bundle test` or `supervisor run` to run a bundle's tasks, or "
-    "`python -m bundle_runtime.testing`-style tests (bundle_runtime.testing.run_task) in your own "
-    f"test suite. (The supervisor sets {protocol.MAGIC_COOKIE_KEY}; it was missing or wrong.)"
+    "directly. Use `supervisor bundle test` to run a bundle's task by hand, or "
+    "bundle_runtime.testing.run_task in your own test suite. "
+    f"(The supervisor sets {protocol.MAGIC_COOKIE_KEY}; it was missing or wrong.)"
 )
 
 
@@ -217,7 +217,13 @@ def _serve(
 
     servicer = BundleRuntimeServicer(bundle, version, shutdown)
     health = HealthServicer()
-    server = grpc.server(ThreadPoolExecutor(DEFAULT_MAX_WORKERS, thread_name_prefix="grpc"))
+    server = grpc.server(
+        ThreadPoolExecutor(DEFAULT_MAX_WORKERS, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", protocol.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", protocol.MAX_MESSAGE_BYTES),
+        ],
+    )
     runtime_pb2_grpc.add_BundleRuntimeServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     old_umask = os.umask(0o177)  # the socket is born 0600, not just chmod-ed later

@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the command, turn errors into one line and an exit code."""
     args = build_parser().parse_args(argv)
+    args.log_level = args.log_level or args.default_log_level
     logsetup.configure(args.log_level)
     verbose = args.log_level in ("debug", "info")
     if not verbose:
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common_options(suppress=False)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(default_log_level=logsetup.DEFAULT_LEVEL)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {supervisor.__version__}"
     )
@@ -149,8 +151,9 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
         help="TOML settings file (default: env SUPERVISOR_CONFIG)",
     )
     common.add_argument(
-        "--log-level", choices=logsetup.LEVELS, default=default(logsetup.DEFAULT_LEVEL),
-        help=f"level of the supervisor's own log on stderr (default: {logsetup.DEFAULT_LEVEL})",
+        "--log-level", choices=logsetup.LEVELS, default=default(None),
+        help=f"level of the supervisor's own log on stderr (default: {logsetup.DEFAULT_LEVEL}; "
+        "info for serve)",
     )
     return common
 
@@ -170,7 +173,7 @@ def _add_serve_command(commands: argparse._SubParsersAction[Any]) -> None:
                    help="hostname reported to Airflow (its api-server fetches live logs there)")
     p.add_argument("--execution-api-url", metavar="URL",
                    help="Airflow's Execution API, e.g. http://airflow:8080/execution/")
-    p.set_defaults(command=cmd_serve, log_level="info")
+    p.set_defaults(command=cmd_serve, default_log_level="info")
 
 
 def _add_bundle_commands(commands: argparse._SubParsersAction[Any]) -> None:

@@ -168,13 +168,13 @@ class WorkersSettings(_Section):
 class SupervisorSettings(_Section):
     home: Path = _setting(
         default_factory=DEFAULT_HOME.expanduser,
-        doc="State directory: bundles, journal, health record (also env SUPERVISOR_HOME).",
+        doc="State directory: installed bundles, their venvs, caches (also env SUPERVISOR_HOME).",
         shown=str(DEFAULT_HOME),
     )
     queues: tuple[str, ...] = _setting(DEFAULT_QUEUES, "Celery queues to consume.", min_length=1)
     hostname: str = _setting(
         default_factory=socket.getfqdn,
-        doc="Name sent to /run; Airflow fetches live logs from http://<hostname>:8793.",
+        doc="Name sent to Airflow in /run and heartbeats; it must reach this host by it.",
         shown="fully qualified name of this host",
         min_length=1,
     )
@@ -187,6 +187,10 @@ class SupervisorSettings(_Section):
         1024, "Recycle a runtime whose RSS exceeds this after a task (0: never).", ge=0
     )
     runtime_idle_timeout_s: float = _setting(300.0, "Stop a runtime idle this long.", gt=0)
+    max_runtimes: int = _setting(
+        32, "Most runtime processes alive at once, all versions (0: no cap; LRU idle go first).",
+        ge=0,
+    )
     default_task_timeout_s: float = _setting(
         0.0, "Timeout for tasks that declare none (0: no limit).", ge=0
     )

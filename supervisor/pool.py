@@ -69,7 +69,7 @@ class RuntimePool:
         self,
         *,
         start: Callable[[RuntimeSpec], Runtime] = start_runtime,
-        max_tasks_per_runtime: int = DEFAULT_MAX_TASKS_PER_RUNTIME,
+        max_tasks_per_runtime: int = DEFAULT_MAX_TASKS_PER_RUNTIME,  # 0: never recycle
         rss_limit_bytes: int | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_runtimes: int | None = None,
@@ -221,7 +221,7 @@ class RuntimePool:
     def _retire_reason(self, runtime: Runtime, *, lost: bool) -> str | None:
         if lost or not runtime.reusable():
             return "task ended in an exception" if runtime.alive() else "runtime died"
-        if runtime.tasks_run >= self._max_tasks:
+        if self._max_tasks and runtime.tasks_run >= self._max_tasks:
             return f"ran {runtime.tasks_run} tasks"
         if self._rss_limit is not None:
             rss = runtime.rss_bytes()

@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from packaging.utils import canonicalize_name
+
 from supervisor.errors import BundleNotFound
 
 if TYPE_CHECKING:
@@ -94,7 +96,7 @@ def _pick(workload: Workload, installed: Sequence[B], config: RoutingConfig) -> 
         return _by_name(name.strip(), version.strip() or None, installed, why), why
     info = workload.bundle_info
     mapped = routing.bundle_name_map.get(info.name)
-    if mapped or any(b.name == info.name for b in installed):
+    if mapped or any(b.name == canonicalize_name(info.name) for b in installed):
         name = mapped or info.name
         why = f"bundle_info name {info.name!r}" + (
             f" -> {mapped!r} in supervisor.bundle_name_map" if mapped else ""
@@ -111,7 +113,7 @@ def _by_name(
     *,
     commit_ok: bool = False,
 ) -> B:
-    versions = [b for b in installed if b.name == name]
+    versions = [b for b in installed if b.name == canonicalize_name(name)]
     if not versions:
         raise BundleNotFound(
             f"no installed bundle named {name!r} ({why}); installed: {_listing(installed)}",

@@ -35,6 +35,7 @@ def serve(settings: Settings) -> int:
         if own.runtime_rss_limit_mb
         else None,
         idle_timeout_s=own.runtime_idle_timeout_s,
+        max_runtimes=own.max_runtimes or None,
     )
     try:
         log.debug("serve.start", extra={"component": "api"})

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from supervisor.bundle_venv import Installer, create_venv, resolve_installer
 from supervisor.errors import (
     BundleError,
@@ -51,11 +53,6 @@ from supervisor.plugin.messages import RuntimeDescription
 from supervisor.plugin.runtime import start_runtime
 from supervisor.runtime_wheel import ensure_runtime_wheel
 from supervisor.wheelfile import WheelInfo, normalize_name, read_wheel_info, sha256_file
-
-try:
-    from packaging.version import InvalidVersion, Version
-except ImportError:  # pragma: no cover - packaging is a dependency of our dependencies
-    Version = None  # type: ignore[assignment,misc]
 
 logger = logging.getLogger(__name__)
 
@@ -363,10 +360,9 @@ class BundleStore:
 
 
 def version_key(version: str) -> tuple[int, Any]:
-    """Sort key: PEP 440 order where `packaging` parses the version, else plain text, first."""
-    if Version is not None:
-        with contextlib.suppress(InvalidVersion):
-            return (1, Version(version))
+    """Sort key: PEP 440 order; a version PEP 440 cannot parse sorts first, as plain text."""
+    with contextlib.suppress(InvalidVersion):
+        return (1, Version(version))
     return (0, version)
 
 

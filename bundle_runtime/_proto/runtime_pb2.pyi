@@ -98,7 +98,7 @@ class TaskSpec(google.protobuf.message.Message):
     timeout_s: builtins.float
     """Execution timeout the task declares, in seconds; 0 means "none declared"."""
     doc: builtins.str
-    """One-line description for `supervisor bundle list` (the function's docstring summary)."""
+    """One-line description (the function's docstring summary)."""
     def __init__(
         self,
         *,
@@ -152,8 +152,9 @@ class HostMessage(google.protobuf.message.Message):
 
     @property
     def cancel(self) -> global___Cancel:
-        """Ask the task to stop (timeout, heartbeat lost, worker draining). The runtime raises an
-        exception in the task where it can and must still end the stream with a Result.
+        """Ask the task to stop (timeout reached, Airflow moved the TI on, heartbeats failing). The
+        runtime raises an exception in the task where it can and must still end the stream with a
+        Result.
         """
 
     def __init__(
@@ -185,7 +186,9 @@ class Start(google.protobuf.message.Message):
     dag_run_json: builtins.str
     """The DAG run as the Execution API returned it from /run (TIRunContext.dag_run), as JSON."""
     params_json: builtins.str
-    """DAG params as JSON object text; the DAG run conf when nothing else is known."""
+    """Params as JSON object text. The workload carries no DAG params, so the supervisor sends the
+    DAG run's conf here.
+    """
     max_tries: builtins.int
     """Number of tries allowed by Airflow (TIRunContext.max_tries)."""
     timeout_s: builtins.float
@@ -401,7 +404,9 @@ class Log(google.protobuf.message.Message):
     """Lower-case level as Airflow writes it: debug, info, warning, error, critical."""
     event: builtins.str
     logger: builtins.str
-    """Logger name ("task" for ctx.log, the logging logger name, "stdout"/"stderr" for streams)."""
+    """Logger name ("task" for ctx.log, the logging logger's name, "task.stdout"/"task.stderr" for
+    print() and stderr).
+    """
     fields_json: builtins.str
     """Extra key/value fields as a JSON object text, "" for none."""
     @property

@@ -58,8 +58,8 @@ class BundleRuntimeServicer(object):
     """
 
     def Describe(self, request, context):
-        """Describe returns what the runtime serves. Cheap and side-effect free; called at install time to
-        write the manifest and after each start to check the process runs the expected version.
+        """Describe returns what the runtime serves. Cheap and side-effect free; the supervisor calls it
+        at install time and keeps the answer as the bundle's manifest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,8 +41,7 @@ from supervisor.plugin.messages import (
 
 logger = logging.getLogger(__name__)
 
-#: XCom values and log lines can be large; gRPC's 4 MiB default receive limit is too tight.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = protocol.MAX_MESSAGE_BYTES
 #: Pause between health checks that answered NOT_SERVING.
 HEALTH_RETRY_S = 0.05
 DESCRIBE_TIMEOUT_S = 10.0

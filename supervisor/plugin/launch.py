@@ -33,9 +33,11 @@ logger = logging.getLogger(__name__)
 
 #: Default start budget (handshake line plus health SERVING); Python start-up is mostly imports.
 DEFAULT_START_TIMEOUT_S = 30.0
-#: Prefix of inherited environment variables that never reach a runtime: Airflow's settings carry
-#: the API secret key, broker URLs with passwords and the like; user code must not see them.
-DROPPED_ENV_PREFIXES = ("AIRFLOW__",)
+#: Prefixes of inherited environment variables that never reach a runtime: Airflow's settings
+#: (AIRFLOW__*) carry the API secret key and broker passwords, AIRFLOW_CONN_* and AIRFLOW_VAR_*
+#: hold connections and variables; the supervisor's own (SUPERVISOR_*) name its state. Task code
+#: reads variables and connections through host calls only.
+DROPPED_ENV_PREFIXES = ("AIRFLOW", "SUPERVISOR_")
 #: Directory names we create under the socket root: "<supervisor pid>-<random>", so stale ones
 #: left by a supervisor that was killed can be recognised and removed.
 _SOCKET_DIR_RE = re.compile(r"^(\d+)-")
@@ -47,7 +49,7 @@ _SPAWNER_LOCK = threading.Lock()
 class RuntimeSpec:
     """How to start a runtime for one installed bundle version; the pool's key.
 
-    `env` is extra environment on top of the supervisor's own (minus AIRFLOW__*); the Airflow
+    `env` is extra environment on top of the supervisor's own (minus AIRFLOW*); the Airflow
     token must never be put there. The protocol variables are always set last, so `env` cannot
     override them.
     """

@@ -209,7 +209,12 @@ class Runtime:
             self._busy.release()
             raise
         try:
-            return self._client.execute(start, host, cancel=cancel)
+            outcome = self._client.execute(start, host, cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                # A task told to stop may still run on in the runtime (a thread blocked in C
+                # code ignores the cancel): never hand this process to another task.
+                self._tainted = True
+            return outcome
         except RuntimeLost as exc:
             self._tainted = True
             raise self._lost(start, exc) from exc
@@ -225,7 +230,7 @@ class Runtime:
         return not self._stopped and self._parts.process.alive()
 
     def reusable(self) -> bool:
-        """Alive, and its last task ended with an outcome rather than an exception."""
+        """Alive, and its last task ended with an outcome, not an exception or a cancel."""
         return self.alive() and not self._tainted
 
     def rss_bytes(self) -> int:

@@ -154,9 +154,12 @@ def test_missing_command_names_the_bundle_and_argv(tmp_path: Path) -> None:
 
 def test_airflow_settings_never_reach_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__API__SECRET_KEY", "s3cret")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://u:pw@db/x")
+    monkeypatch.setenv("AIRFLOW_VAR_API_KEY", "k3y")
+    monkeypatch.setenv("SUPERVISOR_HOME", "/srv/supervisor")
     code = (
         "import os, sys; sys.stderr.write(repr(sorted(k for k in os.environ "
-        "if k.startswith('AIRFLOW__'))) + '\\n'); sys.exit(4)"
+        "if k.startswith(('AIRFLOW', 'SUPERVISOR_')))) + '\\n'); sys.exit(4)"
     )
     with pytest.raises(HandshakeError) as info:
         start_runtime(script_spec(code))
