@@ -126,6 +126,11 @@ class AirflowClient:
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
 
+    def set_task_instance_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What an operator does with "Mark as success/failed" in the UI."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        self._call("PATCH", path, json={"new_state": state})
+
     def describe_run(self, dag_id: str, run_id: str) -> str:
         """One line for assertion messages: run state and each TI's state/try/hostname."""
         run = self.get_run(dag_id, run_id)

@@ -7,6 +7,7 @@ need (bundles/dags/): queues etl-v1/etl-v2/etl-v9 pinned to 1.0.0, 2.0.0 and a m
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 QUEUES = ("bundles", "etl-v1", "etl-v2", "etl-v9")
 CONFIG = """\
 [supervisor]
-queues = ["bundles", "etl-v1", "etl-v2", "etl-v9"]
+queues = {queues}
 heartbeat_interval_s = 2
 
 [supervisor.queue_to_bundle]
@@ -39,10 +40,17 @@ worker_concurrency = 4
 class ServeProcess:
     """One `supervisor serve`; its output goes to `log_path`."""
 
-    def __init__(self, *, home: Path, workdir: Path, stack_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path,
+        workdir: Path,
+        stack_env: dict[str, str],
+        queues: tuple[str, ...] = QUEUES,
+    ) -> None:
         self.home = home
         self.config = workdir / "supervisor.toml"
-        self.config.write_text(CONFIG)
+        self.config.write_text(CONFIG.format(queues=json.dumps(list(queues))))
         self.log_path = workdir / "serve.log"
         self.env = {**os.environ, **stack_env, "SUPERVISOR_HOME": str(home)}
         self.process: subprocess.Popen[bytes] | None = None
