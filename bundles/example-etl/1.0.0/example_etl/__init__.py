@@ -10,6 +10,7 @@ registered under more than one (dag_id, task_id).
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any
@@ -25,6 +26,10 @@ DAG_ID = "example_etl"
 STATES_DAG = "bundle_states"
 XCOM_DAG = "bundle_xcom_types"
 PINNED_DAGS = ("bundle_pinned_v1", "bundle_pinned_v2")
+#: DAGs of scripts/bench_serve.py (bundles/dags/bench_bundle.py): `noop` alone and 20 wide.
+BENCH_SINGLE_DAG = "bench_bundle_single"
+BENCH_FANOUT_DAG = "bench_bundle_fanout"
+BENCH_FANOUT_WIDTH = 20
 #: A trigger class Airflow's triggerer can run (apache-airflow-providers-standard).
 DATETIME_TRIGGER = "airflow.providers.standard.triggers.temporal.DateTimeTrigger"
 
@@ -109,6 +114,9 @@ for _dag_id in PINNED_DAGS:
     bundle.task(dag_id=_dag_id, task_id="dep_version")(dep_version)
 for _task in (flaky, fail_hard, skip_me):
     bundle.task(dag_id=STATES_DAG, task_id=_task.__name__)(_task)
+bundle.task(dag_id=BENCH_SINGLE_DAG, task_id="noop")(noop)
+for _index in range(BENCH_FANOUT_WIDTH):
+    bundle.task(dag_id=BENCH_FANOUT_DAG, task_id=f"noop_{_index:02d}")(noop)
 
 
 @bundle.task(dag_id=XCOM_DAG, task_id="echo")
@@ -135,3 +143,14 @@ def defer_once(ctx: Context) -> dict[str, str]:
         raise DeferTask(DATETIME_TRIGGER, {"moment": moment}, method_name="wake_up")
     event = ctx.resume.kwargs.get("event")
     return {"resumed_via": ctx.resume.method, "event": str(event)}
+
+
+@bundle.task(dag_id="bundle_drain", task_id="sleep_a_bit")
+def sleep_a_bit(ctx: Context) -> float:
+    """Sleep `seconds` from the run conf (default 4) in short steps, so a cancel lands quickly."""
+    seconds = float(ctx.params.get("seconds", 4))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    ctx.log.info("slept", seconds=seconds)
+    return seconds
