@@ -60,6 +60,9 @@ DEFAULT_WORKER_CONCURRENCY = 8
 #: Airflow's [celery_broker_transport_options] visibility_timeout for Redis brokers (24 h).
 DEFAULT_VISIBILITY_TIMEOUT_S = 86400
 DEFAULT_WORKER_LOG_SERVER_PORT = 8793
+#: Every IPv4 interface, as Airflow's serve_logs (which has no host option): the api-server fetches
+#: from http://<hostname sent in /run>:<port>, usually from another machine.
+DEFAULT_LOG_SERVER_HOST = "0.0.0.0"  # noqa: S104
 DEFAULT_QUEUES = ("bundles",)
 DEFAULT_HOME = Path("~/.local/state/airflow-bundle-supervisor")
 
@@ -203,6 +206,14 @@ class SupervisorSettings(_Section):
         doc='Queue -> "name==version" or "name", e.g. {"etl-v1": "sales==1.4.0"}.',
     )
     metrics_port: int = _setting(0, "Port of the metrics endpoint (0: off).", ge=0, le=65535)
+    skip_serve_logs: bool = _setting(
+        False, "No log server on [logging] worker_log_server_port (Airflow's --skip-serve-logs)."
+    )
+    log_server_host: str = _setting(
+        DEFAULT_LOG_SERVER_HOST,
+        "Address the log server binds; '::' for IPv6 as well, 127.0.0.1 for this host only.",
+        min_length=1,
+    )
 
     @field_validator("home")
     @classmethod

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from supervisor.api.models import TIRunContext
     from supervisor.api.task import TaskApi
     from supervisor.config import Settings
+    from supervisor.logs.remote import RemoteLogs
     from supervisor.plugin.runtime import Runtime
     from supervisor.pool import RuntimePool
     from supervisor.store import BundleStore, InstalledBundle
@@ -79,6 +80,8 @@ class TaskRunner:
     api: ExecutionApiClient
     store: BundleStore
     pool: RuntimePool
+    #: Uploads each finished TI's log when [logging] remote_logging is on.
+    remote_logs: RemoteLogs | None = None
 
     def handle(self, workload: Workload, celery_id: str) -> None:
         """Run one workload to its final state; raises AlreadyRunning for duplicates."""
@@ -130,6 +133,10 @@ class TaskRun:
                 state = self._report_failure(api, context, problem or "no runtime")
             else:
                 state = self._execute(api, context, bundle, runtime)
+        if self.runner.remote_logs is not None:  # queued: never delays or fails the TI
+            self.runner.remote_logs.upload(
+                path, self._log_path(), get_connection=api.get_connection, context=self.context
+            )
         duration_s = round(time.monotonic() - started, 3)
         log.info("ti.finished", extra={**self.context, "state": state, "duration_s": duration_s})
 

@@ -9,7 +9,9 @@ registered under more than one (dag_id, task_id).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -153,4 +155,44 @@ def sleep_a_bit(ctx: Context) -> float:
     while time.monotonic() < deadline:
         time.sleep(0.1)
     ctx.log.info("slept", seconds=seconds)
+    return seconds
+
+
+# -- bundle_logs (bundles/dags/bundle_logs.py): every way a task writes to its log, and a slow one.
+
+
+@bundle.task(dag_id="bundle_logs", task_id="talk")
+def talk(ctx: Context) -> dict[str, Any]:
+    """Write to the task log through print, stderr, logging and ctx.log (with fields).
+
+    With `conn_id` in the run conf it reads that connection and writes its password through every
+    channel, and `secret` in the conf is marked secret first: the log must show *** instead.
+    """
+    secrets = []
+    if ctx.params.get("secret"):
+        ctx.mask_secret(ctx.params["secret"])
+        secrets.append(str(ctx.params["secret"]))
+    if ctx.params.get("conn_id"):
+        secrets.append(ctx.connections.get(ctx.params["conn_id"]).password or "")
+    said = " ".join(secrets)
+    print(f"talk: printed line {MARKER} {said}")
+    print(f"talk: stderr line {MARKER} {said}", file=sys.stderr)
+    logging.getLogger("example_etl.talk").warning("talk: logging line %s %s", MARKER, said)
+    ctx.log.info("talk: ctx.log line", marker=MARKER, answer=42, said=said)
+    try:
+        raise ValueError(f"talk: handled error {said}")
+    except ValueError:
+        ctx.log.exception("talk: caught", said=said)
+    return {"lines": 5, "marker": MARKER}
+
+
+@bundle.task(dag_id="bundle_logs", task_id="slow_talk")
+def slow_talk(ctx: Context) -> int:
+    """Log one line per second for `seconds` (run conf, default 3), so a log can be read live."""
+    seconds = int(ctx.params.get("seconds", 3))
+    for tick in range(seconds):
+        print(f"slow_talk: tick {tick} printed")
+        ctx.log.info("slow_talk: tick", tick=tick, of=seconds)
+        time.sleep(1)
+    ctx.log.info("slow_talk: done", ticks=seconds)
     return seconds
