@@ -12,6 +12,12 @@
 #   AF_RESULT_BACKEND  Celery result backend           (default redis://127.0.0.1:$AF_REDIS_PORT/1)
 #   AF_DAGS_FOLDER     DAG files                       (default <repo>/bundles/dags)
 #   AF_PYTHON          interpreter for the venv        (default 3.11)
+#   AF_LOG_SERVER_PORT [logging] worker_log_server_port: where the api-server fetches live task logs
+#                      from http://<TI hostname>:<port>/log/ (default 8793)
+#   AF_S3=1            a local S3 (scripts/s3_server.sh, moto) on 127.0.0.1:$AF_S3_PORT (default 5055)
+#                      with bucket $AF_S3_BUCKET (default "airflow"), the amazon provider in the venv,
+#                      and Airflow connection $AF_S3_CONN_ID (default "aws_local", env AIRFLOW_CONN_*)
+#   AF_REMOTE_LOGGING=1  task logs also go to s3://$AF_S3_BUCKET/logs ([logging] remote_*); implies AF_S3=1
 
 # The repo is found from this file's location, never from the caller's directory.
 AF_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +49,8 @@ export AIRFLOW__CELERY__RESULT_BACKEND="$AF_RESULT_BACKEND"
 export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
 export AIRFLOW__CORE__DAGS_FOLDER="$AF_DAGS_FOLDER"
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$AIRFLOW_HOME/logs"
+export AF_LOG_SERVER_PORT="${AF_LOG_SERVER_PORT:-8793}"
+export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$AF_LOG_SERVER_PORT"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # Fixed so that connection passwords stay readable across restarts of a kept AIRFLOW_HOME.
 export AIRFLOW__CORE__FERNET_KEY=No7V3itLJr_pTv0wFIsyj3spuHh0F9-ulv3VSHlZ584=
@@ -76,3 +84,24 @@ export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
 # Keep the bytecode in a cache outside the venv; the stack script pre-fills it once.
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="$AIRFLOW_HOME/pycache"
+# --- local S3 and remote logging (opt-in: AF_S3=1, AF_REMOTE_LOGGING=1); `up` starts the S3 server
+export AF_REMOTE_LOGGING="${AF_REMOTE_LOGGING:-0}"
+if [[ $AF_REMOTE_LOGGING == 1 ]]; then AF_S3=1; fi
+if [[ ${AF_XCOM_OBJECTSTORAGE:-0} == 1 ]]; then AF_S3=1; fi
+export AF_S3="${AF_S3:-0}"
+if [[ $AF_S3 == 1 ]]; then
+  export AF_S3_PORT="${AF_S3_PORT:-5055}"
+  export AF_S3_ENDPOINT="http://$AF_HOST:$AF_S3_PORT"
+  export AF_S3_BUCKET="${AF_S3_BUCKET:-airflow}"
+  export AF_S3_CONN_ID="${AF_S3_CONN_ID:-aws_local}"
+  # moto accepts any credentials; botocore insists on some. The api-server serves this connection to
+  # workers through the Execution API like any other (env connections are a secrets backend).
+  export "AIRFLOW_CONN_${AF_S3_CONN_ID^^}={\"conn_type\": \"aws\", \"login\": \"testing\", \"password\": \"testing-secret\", \"extra\": {\"endpoint_url\": \"$AF_S3_ENDPOINT\", \"region_name\": \"us-east-1\"}}"
+fi
+if [[ $AF_REMOTE_LOGGING == 1 ]]; then
+  export AIRFLOW__LOGGING__REMOTE_LOGGING=True
+  export AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER="s3://$AF_S3_BUCKET/logs"
+  export AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID="$AF_S3_CONN_ID"
+else
+  unset AIRFLOW__LOGGING__REMOTE_LOGGING AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID
+fi

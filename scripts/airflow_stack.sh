@@ -16,6 +16,10 @@
 #   AF_WORKER_CONCURRENCY           default 2
 #   AF_UP_TIMEOUT                   seconds to wait for health and for the DAG files (default 180)
 #   AF_STOP_TIMEOUT                 seconds between TERM and KILL in `down` (default 15)
+#   AF_S3=1, AF_REMOTE_LOGGING=1    local S3 and remote task logs (airflow_env.sh): `up` installs the
+#                 amazon provider, starts scripts/s3_server.sh (stopped by `down` if `up` started it)
+#                 and creates the bucket. Components already running keep their settings: `down`
+#                 first to change these.
 #
 # Each component runs under `setsid`, so its pid is also its process-group id; `down` signals the
 # group and, because task processes leave the group (setpgid, P10), every descendant found at stop
@@ -36,6 +40,7 @@ AF_WORKER_CONCURRENCY="${AF_WORKER_CONCURRENCY:-2}"
 AF_UP_TIMEOUT="${AF_UP_TIMEOUT:-180}"
 AF_STOP_TIMEOUT="${AF_STOP_TIMEOUT:-15}"
 INSTALL_SPEC="apache-airflow[celery]==$AF_AIRFLOW_VERSION"
+AMAZON_SPEC="apache-airflow-providers-amazon==9.39.0"
 declare -A STARTED_AT=()   # component -> epoch seconds, for those started by this invocation
 # Health-endpoint key -> component name, for the components that report to /monitor/health.
 declare -A HEALTH_OF=([metadatabase]=api-server [scheduler]=scheduler [dag_processor]=dag-processor
@@ -76,6 +81,8 @@ start_process() {
   # is not a group leader, setsid does not fork: pid == process group id (pitfall P9).
   setsid "$@" >>"$log" 2>&1 </dev/null &
   echo "$! $(start_time $!)" >"$RUN/$name.pid"
+  # The settings it started with (Airflow's setproctitle overwrites /proc/<pid>/environ).
+  env | grep -E '^(AF_|AIRFLOW__)' | sort >"$RUN/$name.env"
   STARTED_AT[$name]=$EPOCHSECONDS
   say "started $name (pid $!, log $log)"
 }
@@ -199,6 +206,32 @@ ensure_bytecode() {
   rm -f "$PYTHONPYCACHEPREFIX"/.complete-*
   touch "$stamp"
   say "pre-compiled bytecode into $PYTHONPYCACHEPREFIX ($(du -sh "$PYTHONPYCACHEPREFIX" | cut -f1))"
+}
+
+# With AF_S3=1: the amazon provider (S3 remote logs, S3 hook) next to Airflow, kept at its version.
+ensure_amazon() {
+  local stamp="$AF_VENV/.amazon-installed" want="$AMAZON_SPEC with $INSTALL_SPEC"
+  [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]] && { say "amazon provider ok ($AMAZON_SPEC)"; return; }
+  uv pip install --python "$AF_VENV/bin/python" "$INSTALL_SPEC" "$AMAZON_SPEC" >"$RUN/install-amazon.log" 2>&1 ||
+    die "install of $AMAZON_SPEC failed; log: $RUN/install-amazon.log"
+  echo "$want" >"$stamp"
+  say "installed $AMAZON_SPEC"
+}
+
+# With AF_S3=1: moto's S3 server (its pid file in $RUN, so `down` stops it only if we started it).
+ensure_s3() {
+  AF_S3_RUN_DIR="$RUN" "$AF_REPO/scripts/s3_server.sh" up >/dev/null || die "scripts/s3_server.sh up failed"
+  "$AF_REPO/scripts/s3_server.sh" bucket "$AF_S3_BUCKET" || die "could not create bucket $AF_S3_BUCKET"
+  say "s3 ok ($AF_S3_ENDPOINT, bucket $AF_S3_BUCKET, connection $AF_S3_CONN_ID)"
+}
+
+# A component started earlier keeps the environment it started with: say so when it differs.
+warn_if_started_without() {
+  local name=$1 var=$2 want=$3 pid have
+  pid=$(pid_of "$name") || return 0
+  have=$(sed -n "s/^$var=//p" "$RUN/$name.env" 2>/dev/null)
+  [[ $have == "$want" ]] ||
+    say "WARNING: $name (pid $pid) runs with $var='$have', not '$want': '$0 down' then up to change it"
 }
 
 ensure_redis() {
@@ -365,7 +398,10 @@ cmd_up() {
   esac
   mkdir -p "$RUN" "$AIRFLOW__LOGGING__BASE_LOG_FOLDER" "$AF_DAGS_FOLDER"
   ensure_venv
+  if [[ $AF_S3 == 1 ]]; then ensure_amazon; fi
   ensure_bytecode
+  if [[ $AF_S3 == 1 ]]; then ensure_s3; fi
+  warn_if_started_without api-server AIRFLOW__LOGGING__REMOTE_LOGGING "${AIRFLOW__LOGGING__REMOTE_LOGGING:-}"
   ensure_redis
   migrate_db
   ensure_component api-server api-server --host "$AF_HOST" --port "$AF_PORT"
@@ -398,6 +434,12 @@ cmd_down() {
   # after AF_STOP_TIMEOUT: tests should not leave tasks running at the end anyway.
   stop_components celery-worker triggerer scheduler dag-processor api-server
   stop_components redis
+  local moto port
+  for moto in "$RUN"/moto-*.pid; do
+    [[ -e $moto ]] || continue
+    port=${moto##*/moto-}; port=${port%.pid}
+    AF_S3_RUN_DIR="$RUN" AF_S3_PORT="$port" "$AF_REPO/scripts/s3_server.sh" down
+  done
   rm -f "$RUN/stack.env"
   say "down"
 }

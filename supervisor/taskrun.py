@@ -117,7 +117,9 @@ class TaskRun:
         started = time.monotonic()
         path = log_file_path(self.settings.logging.base_log_folder, self._log_path())
         with ExitStack() as stack:
-            self.task_log = stack.enter_context(TaskLog(path))
+            bound = {k: v for k, v in self.context.items() if k != "celery_id"}
+            bound["map_index"] = self.ti.map_index  # what Airflow binds to every task log line
+            self.task_log = stack.enter_context(TaskLog(path, bound=bound))
             bundle, runtime, problem = self._prepare(stack)
             pid = runtime.pid if runtime else os.getpid()
             api = self.runner.api.for_task(self.ti.id, self.workload.token)

@@ -8,6 +8,11 @@ of the session, but only if the stack was not already up before the session. Kno
   AF_E2E_KEEP_STACK=1   leave a stack the session started running afterwards (to look at it)
   AF_PORT, AIRFLOW_HOME, AF_VENV, ...  passed through to the script (scripts/airflow_env.sh)
 
+`up` also gets STACK_FLAGS: a local S3 and remote task logs on it (AF_S3, AF_REMOTE_LOGGING). A
+stack already running without them keeps running; tests that need them fail saying how to restart.
+The session's `supervisor serve` keeps its task logs in a folder of its own that the api-server does
+not see, and serves them on the stack's worker_log_server_port (tests/e2e/serve.py).
+
 Every test in this folder is marked ``e2e`` (deselect with ``-m "not e2e"``) and gets a timeout of
 at least 600 s: the first one also pays for installing Airflow and starting the stack.
 """
@@ -31,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO / "scripts" / "airflow_stack.sh"
 E2E_DIR = Path(__file__).resolve().parent
 MIN_TIMEOUT = 600
+#: Knobs of scripts/airflow_stack.sh for `up` and `env` (the env describes the stack asked for).
+STACK_FLAGS = {"AF_WORKER": "1", "AF_S3": "1", "AF_REMOTE_LOGGING": "1"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,7 +66,7 @@ def _script(
 
 def _stack_env() -> dict[str, str]:
     """Parse `airflow_stack.sh env` (lines ``export NAME=<bash-quoted value>``)."""
-    result = _script("env")
+    result = _script("env", extra_env=STACK_FLAGS)
     assert result.returncode == 0, result.stderr
     env = {}
     for line in result.stdout.splitlines():
@@ -94,7 +101,7 @@ def airflow_stack() -> Iterator[AirflowStack]:
     else:
         started_here = _script("status").returncode != 0
         try:
-            _run_or_fail("up", extra_env={"AF_WORKER": "1"})
+            _run_or_fail("up", extra_env=STACK_FLAGS)
         except BaseException:
             # Also on a pytest-timeout or Ctrl-C in the middle of `up`: leave nothing running.
             if started_here:
@@ -136,7 +143,10 @@ def supervisor_serve(
     # A message left by an earlier, killed session would be delivered first (stack README P6).
     broker_redis.delete(*QUEUES)
     serve = ServeProcess(
-        home=session_home, workdir=tmp_path_factory.mktemp("serve"), stack_env=airflow_stack.env
+        home=session_home,
+        workdir=tmp_path_factory.mktemp("serve"),
+        stack_env=airflow_stack.env,
+        serve_logs=True,
     )
     serve.start()
     try:

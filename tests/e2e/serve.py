@@ -47,12 +47,28 @@ class ServeProcess:
         workdir: Path,
         stack_env: dict[str, str],
         queues: tuple[str, ...] = QUEUES,
+        serve_logs: bool = False,
     ) -> None:
         self.home = home
         self.config = workdir / "supervisor.toml"
         self.config.write_text(CONFIG.format(queues=json.dumps(list(queues))))
         self.log_path = workdir / "serve.log"
         self.env = {**os.environ, **stack_env, "SUPERVISOR_HOME": str(home)}
+        #: Task logs of this serve. With serve_logs, a folder of its own that the api-server does
+        #: not see, served on the stack's worker_log_server_port (one serve per stack can):
+        #: Airflow shows these logs only through the log server or remote logging.
+        self.log_folder = Path(stack_env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
+        if serve_logs:
+            self.log_folder = workdir / "logs"
+            self.env.update(
+                {
+                    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
+                    "SUPERVISOR__HOSTNAME": "127.0.0.1",
+                    "SUPERVISOR__LOG_SERVER_HOST": "127.0.0.1",
+                }
+            )
+        else:
+            self.env["SUPERVISOR__SKIP_SERVE_LOGS"] = "true"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready_timeout: float = 60) -> None:

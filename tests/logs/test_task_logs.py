@@ -118,6 +118,9 @@ def test_every_channel_lands_in_order_with_fields_and_secrets_masked(
     assert "talk: handled error *** ***" in json.dumps(caught["error_detail"])
     for line in lines:
         assert list(line)[:4] == ["timestamp", "level", "event", "logger"]
+        assert (line["dag_id"], line["task_id"], line["run_id"]) == ("bundle_logs", "talk", "r1")
+        assert (line["try_number"], line["map_index"]) == (1, -1)
+        assert line["ti_id"] == str(workload.ti.id)
         assert line["timestamp"].endswith("Z")
     assert fake.states  # the final state went out
     assert list(fake.states.values()) == ["success"]
