@@ -67,6 +67,8 @@ class Worker:
             # Never reached by these tests: every message is refused before any API call.
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:9/execution/",
             "SUPERVISOR_HOME": str(tmp / "home"),
+            # Several of these at once, and maybe an e2e serve on :8793: no log server.
+            "SUPERVISOR__SKIP_SERVE_LOGS": "true",
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
