@@ -15,12 +15,13 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import supervisor
-from supervisor import logsetup, tasktest
+from supervisor import control, logsetup, tasktest
 from supervisor.build import build_bundle
 from supervisor.bundle_venv import Installer, find_uv
 from supervisor.config import load_settings
@@ -39,6 +40,15 @@ RET_FAILURE = 1
 RET_USAGE = 2
 #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 RET_INTERRUPTED = 130
+#: The exit codes as `supervisor --help` and docs/operating.md list them.
+EXIT_CODES = (
+    (RET_OK, "the command did what was asked"),
+    (RET_FAILURE, "an error (one line on stderr says what to do), problems found by `bundle "
+     "verify`, a `bundle test` task that ended failed or up_for_retry, no supervisor serving "
+     "for `status`"),
+    (RET_USAGE, "the command line was wrong"),
+    (RET_INTERRUPTED, "interrupted by Ctrl-C"),
+)
 #: Logger under which the plugin re-emits each runtime's stderr (supervisor/plugin/stderr.py).
 RUNTIME_LOGGER = "supervisor.runtime"
 #: `bundle test` states that make its exit code RET_FAILURE.
@@ -78,6 +88,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail(first + (hint if _mentions_runtime(exc) else ""), RET_FAILURE)
     except KeyboardInterrupt:
         return _fail("interrupted", RET_INTERRUPTED)
+    except OSError as exc:  # a path the user gave (or its permissions) is the usual cause
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(
+            f"{where}{exc.strerror or exc}; check the path and its permissions", RET_FAILURE
+        )
 
 
 def _mentions_runtime(exc: SupervisorError) -> bool:
@@ -110,9 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_serve_command(commands)
+    _add_status_command(commands)
     _add_bundle_commands(commands)
-    parser.epilog = _command_index(commands)
+    parser.epilog = _command_index(commands) + "\n\n" + _exit_code_index()
     return parser
+
+
+def _exit_code_index() -> str:
+    lines = ["exit codes:"]
+    for code, meaning in EXIT_CODES:
+        lines += textwrap.wrap(
+            meaning, width=88, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7
+        )
+    return "\n".join(lines)
 
 
 def _command_index(commands: argparse._SubParsersAction[Any]) -> str:
@@ -174,6 +199,18 @@ def _add_serve_command(commands: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--execution-api-url", metavar="URL",
                    help="Airflow's Execution API, e.g. http://airflow:8080/execution/")
     p.set_defaults(command=cmd_serve, default_log_level="info")
+
+
+def _add_status_command(commands: argparse._SubParsersAction[Any]) -> None:
+    p = commands.add_parser(
+        "status", parents=[_common_options(suppress=True)],
+        help="show what the running supervisor is doing (queues, running TIs, runtimes)",
+        description="Ask the `supervisor serve` of this home, over its control socket "
+        "<home>/run/control.sock, what it is doing: its queues, the task instances it runs now, "
+        "its warm runtimes and the installed bundle versions. Exit 1 when none is serving.",
+    )
+    p.add_argument("--json", action="store_true", help="print the snapshot as one JSON object")
+    p.set_defaults(command=cmd_status)
 
 
 def _add_bundle_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -255,6 +292,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "core.execution_api_server_url": args.execution_api_url,
     }
     return serve(load_settings(flags, config_file=args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    flags = {"supervisor.home": args.home} if args.home else {}
+    home = load_settings(flags, config_file=args.config).supervisor.home
+    status = control.fetch_status(home)
+    print(json.dumps(status, indent=2) if args.json else control.format_status(status))
+    return RET_OK
 
 
 def cmd_bundle_build(args: argparse.Namespace) -> int:

@@ -63,6 +63,10 @@ DEFAULT_WORKER_LOG_SERVER_PORT = 8793
 #: Every IPv4 interface, as Airflow's serve_logs (which has no host option): the api-server fetches
 #: from http://<hostname sent in /run>:<port>, usually from another machine.
 DEFAULT_LOG_SERVER_HOST = "0.0.0.0"  # noqa: S104
+#: Every IPv4 interface: Prometheus scrapes from another machine; the port is off by default.
+DEFAULT_METRICS_HOST = "0.0.0.0"  # noqa: S104
+#: The control socket of a running `serve`, under supervisor.home; `supervisor status` reads it.
+CONTROL_SOCKET = Path("run") / "control.sock"
 DEFAULT_QUEUES = ("bundles",)
 DEFAULT_HOME = Path("~/.local/state/airflow-bundle-supervisor")
 
@@ -205,7 +209,14 @@ class SupervisorSettings(_Section):
         default_factory=dict,
         doc='Queue -> "name==version" or "name", e.g. {"etl-v1": "sales==1.4.0"}.',
     )
-    metrics_port: int = _setting(0, "Port of the metrics endpoint (0: off).", ge=0, le=65535)
+    metrics_port: int = _setting(
+        0, "Port of the Prometheus /metrics endpoint (0: off).", ge=0, le=65535
+    )
+    metrics_host: str = _setting(
+        DEFAULT_METRICS_HOST,
+        "Address the metrics endpoint binds to (0.0.0.0: every IPv4 interface).",
+        min_length=1,
+    )
     skip_serve_logs: bool = _setting(
         False, "No log server on [logging] worker_log_server_port (Airflow's --skip-serve-logs)."
     )

@@ -12,6 +12,7 @@
     │   ├── ProtocolVersionError no protocol version in common
     │   └── StartTimeout         no handshake or no health SERVING in time
     ├── RuntimeLost              a runtime died or became unreachable mid-task
+    ├── NotServing               no `supervisor serve` answers on the home's control socket
     └── ExecutionApiError        Airflow's Execution API said no or could not be reached
         ├── ApiUnavailable       network errors or 5xx after the retries ran out
         └── TaskInstanceGone     404/409/410: Airflow moved the TI on; stop and report nothing
@@ -101,6 +102,14 @@ class RuntimeLost(SupervisorError):
         self.bundle = bundle
         self.pid = pid
         self.exit_code = exit_code
+
+
+class NotServing(SupervisorError):
+    """No `supervisor serve` answers on the control socket of `home` (`supervisor status`)."""
+
+    def __init__(self, message: str, *, home: str) -> None:
+        super().__init__(message)
+        self.home = home
 
 
 class ExecutionApiError(SupervisorError):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from supervisor.errors import RuntimeLost
+from supervisor.metrics import Metrics
 from supervisor.plugin.launch import RuntimeSpec
 from supervisor.plugin.runtime import DEFAULT_GRACE_S, Runtime, start_runtime
 
@@ -58,11 +59,28 @@ class PoolStats:
     spawn_seconds: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """One live runtime, as runtimes() reports it for metrics and `supervisor status`."""
+
+    #: The bundle label, `name==version`.
+    bundle: str
+    pid: int
+    #: True while a task holds it.
+    busy: bool
+    tasks_run: int
+    #: Seconds since it last finished a task (since it started, if it ran none).
+    idle_s: float
+    #: Resident memory of the process and its children.
+    rss_bytes: int
+
+
 class RuntimePool:
     """Warm runtimes keyed by RuntimeSpec; thread-safe, one per process (the supervisor's).
 
     `with pool.lease(spec) as runtime:` for each task; `close()` once at the end stops every
     runtime (in parallel). `start` is the seam tests and callers replace (default start_runtime).
+    Warm hits, cold starts and start failures are reported to `metrics`.
     """
 
     def __init__(
@@ -74,8 +92,10 @@ class RuntimePool:
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_runtimes: int | None = None,
         grace_s: float = DEFAULT_GRACE_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self._start = start
+        self._metrics = metrics or Metrics()
         self._max_tasks = max_tasks_per_runtime
         self._rss_limit = rss_limit_bytes
         self._idle_timeout_s = idle_timeout_s
@@ -128,6 +148,24 @@ class RuntimePool:
                 spawn_seconds=tuple(self._spawn_s),
             )
 
+    def runtimes(self) -> list[RuntimeInfo]:
+        """Every live runtime, idle or busy (not one still starting); RSS read unlocked."""
+        with self._cond:
+            held = [(r, False) for rs in self._idle.values() for r in rs]
+            held += [(r, True) for rs in self._busy.values() for r in rs]
+        now = time.monotonic()
+        return [
+            RuntimeInfo(
+                bundle=r.spec.bundle,
+                pid=r.pid,
+                busy=busy,
+                tasks_run=r.tasks_run,
+                idle_s=0.0 if busy else round(now - r.last_used, 3),
+                rss_bytes=r.rss_bytes(),
+            )
+            for r, busy in sorted(held, key=lambda item: (item[0].spec.bundle, item[0].pid))
+        ]
+
     def close(self, grace_s: float | None = None) -> None:
         """Stop every runtime, idle or busy, in parallel; later leases raise RuntimeError."""
         with self._cond:
@@ -153,6 +191,7 @@ class RuntimePool:
                 if runtime is not None:
                     self._counts["warm_hits"] += 1
                     self._busy[spec].add(runtime)
+                    self._metrics.warm_hit(spec.bundle)
                     return runtime
         finally:
             self._stop_async(dead, reason="dead while idle")
@@ -196,12 +235,14 @@ class RuntimePool:
                 self._starting -= 1
                 self._counts["start_failures"] += 1
                 self._cond.notify_all()
+            self._metrics.start_failed(spec.bundle)
             raise
         with self._cond:
             self._starting -= 1
             self._counts["cold_starts"] += 1
             self._spawn_s.append(runtime.spawn_s)
             self._busy[spec].add(runtime)
+        self._metrics.cold_start(spec.bundle, runtime.spawn_s)
         logger.debug("pool.cold_start", extra={"bundle": spec.bundle, "pid": runtime.pid})
         return runtime
 

@@ -2,9 +2,11 @@
 
     store   -> installed bundles on disk (read-only here)
     pool    -> warm runtimes per bundle version
+    metrics -> Prometheus /metrics on supervisor.metrics_port (metrics.py), unless 0
     logs    -> the log server on [logging] worker_log_server_port (logs/server.py), unless off
     api     -> one Execution API client (one connection pool) for every TI
     uploads -> remote log uploads after each TI (logs/remote.py), when remote_logging is on
+    control -> <home>/run/control.sock, what `supervisor status` reads (control.py)
     runner  -> drives each TI (taskrun)
     intake  -> Celery's worker; blocks in the main thread until warm shutdown
 
@@ -20,9 +22,11 @@ from contextlib import AbstractContextManager, nullcontext
 
 from supervisor.api.client import ExecutionApiClient
 from supervisor.config import Settings
+from supervisor.control import ControlServer, RunningTasks, StatusSources
 from supervisor.intake import create_app, run_worker
 from supervisor.logs.remote import RemoteLogs
 from supervisor.logs.server import LogServer
+from supervisor.metrics import Metrics, MetricsServer
 from supervisor.pool import RuntimePool
 from supervisor.store import BundleStore
 from supervisor.taskrun import TaskRunner
@@ -34,6 +38,7 @@ def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop; returns the process exit code."""
     own = settings.supervisor
     store = BundleStore(own.home)
+    metrics, running = Metrics(), RunningTasks()
     log.debug("serve.start", extra={"component": "pool"})
     pool = RuntimePool(
         max_tasks_per_runtime=own.max_tasks_per_runtime,
@@ -42,16 +47,26 @@ def serve(settings: Settings) -> int:
         else None,
         idle_timeout_s=own.runtime_idle_timeout_s,
         max_runtimes=own.max_runtimes or None,
+        metrics=metrics,
     )
+    metrics.watch(pool=pool, store=store)
     try:
         log.debug("serve.start", extra={"component": "logs"})
         with (
+            _metrics_server(settings, metrics) as metrics_server,
             _log_server(settings),
-            ExecutionApiClient.from_settings(settings) as api,
+            ExecutionApiClient.from_settings(settings, metrics=metrics) as api,
             RemoteLogs.from_settings(settings) or nullcontext() as remote_logs,
+            ControlServer(StatusSources(settings, pool, store, running, metrics_server)),
         ):
             runner = TaskRunner(
-                settings=settings, api=api, store=store, pool=pool, remote_logs=remote_logs
+                settings=settings,
+                api=api,
+                store=store,
+                pool=pool,
+                remote_logs=remote_logs,
+                metrics=metrics,
+                running=running,
             )
             app = create_app(settings, runner.handle)
             installed = ", ".join(b.label for b in store.list()) or "none"
@@ -62,6 +77,7 @@ def serve(settings: Settings) -> int:
                     "concurrency": settings.celery.worker_concurrency,
                     "bundles": installed,
                     "execution_api": settings.core.execution_api_server_url,
+                    "metrics": metrics_server.url if metrics_server else "off",
                 },
             )
             return run_worker(
@@ -74,6 +90,16 @@ def serve(settings: Settings) -> int:
         log.debug("serve.stop", extra={"component": "pool"})
         pool.close()
         log.info("serve.stopped")
+
+
+def _metrics_server(
+    settings: Settings, metrics: Metrics
+) -> AbstractContextManager[MetricsServer | None]:
+    """/metrics on supervisor.metrics_port, or nothing when the port is 0."""
+    own = settings.supervisor
+    if not own.metrics_port:
+        return nullcontext()
+    return MetricsServer(metrics, host=own.metrics_host, port=own.metrics_port)
 
 
 def _log_server(settings: Settings) -> AbstractContextManager[object]:

@@ -7,6 +7,7 @@ Layout under the store's home (DESIGN §4.4)::
     <home>/bundles/<name>/<version>/wheel.sha256      sha256 of that wheel at install time
     <home>/bundles/<name>/<version>/manifest.json     what the runtime's Describe said at install
     <home>/bundles/<name>/<version>/source.json       {"git_commit": ...} when the wheel has one
+    <home>/bundles/<name>/<version>/install.json      when and how long the install took
     <home>/bundles/<name>/active                      the version used when none is asked for
     <home>/bundles/<name>/.<version>.lock             per-version install lock (fcntl)
     <home>/wheels/                                    the bundle-runtime wheel (runtime_wheel.py)
@@ -32,8 +33,10 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,7 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 WHEEL_SHA256 = "wheel.sha256"
 SOURCE = "source.json"
+INSTALL = "install.json"
 WHEEL_DIR = "wheel"
 VENV_DIR = "venv"
 ACTIVE = "active"
@@ -79,6 +83,8 @@ class InstalledBundle:
     active: bool
     #: What the runtime's Describe returned at install time (the manifest).
     description: RuntimeDescription
+    #: Seconds the install took (venv, packages, first Describe); None for older installs.
+    install_s: float | None = None
 
     @property
     def label(self) -> str:
@@ -168,8 +174,12 @@ class BundleStore:
         label = f"{info.name}=={info.version}"
         name_dir = self.bundles_dir / info.name
         tmp = Path(tempfile.mkdtemp(dir=name_dir, prefix=f".tmp-{info.version}-"))
+        began = time.monotonic()
         try:
             self._populate(tmp, wheel, info, sha256, python)
+            record = {"installed_at": datetime.now(UTC).isoformat(),
+                      "install_s": round(time.monotonic() - began, 3)}  # fmt: skip
+            _write_json(tmp / INSTALL, record)
             os.rename(tmp, self._version_dir(info.name, info.version))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -237,6 +247,7 @@ class BundleStore:
             description = RuntimeDescription.from_json(_read_json(vdir / MANIFEST))
             sha256 = (vdir / WHEEL_SHA256).read_text(encoding="ascii").strip()
             source = _read_json(vdir / SOURCE) if (vdir / SOURCE).is_file() else {}
+            install = _read_json(vdir / INSTALL) if (vdir / INSTALL).is_file() else {}
         except (OSError, ValueError, TypeError) as exc:
             raise BundleError(
                 f"bundle {name}=={version}: its store entry {str(vdir)!r} is unreadable ({exc}); "
@@ -251,11 +262,14 @@ class BundleStore:
             source_commit=source.get("git_commit"),
             active=self._read_active(name) == version,
             description=description,
+            install_s=install.get("install_s"),
         )
 
     def _installed_summary(self) -> str:
         labels = [b.label for b in self.list()]
-        return "installed: " + ", ".join(labels) if labels else "no bundles are installed"
+        if not labels:
+            return "no bundles are installed (add one with `supervisor bundle install WHEEL`)"
+        return "installed: " + ", ".join(labels)
 
     # -- change -----------------------------------------------------------------------------
 

@@ -27,11 +27,13 @@ import os
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from supervisor.control import RunningTasks
 from supervisor.errors import (
+    AlreadyRunning,
     BundleError,
     ExecutionApiError,
     RuntimeLost,
@@ -40,6 +42,7 @@ from supervisor.errors import (
 )
 from supervisor.hostcalls import ApiHost
 from supervisor.logs.files import TaskLog, log_file_path
+from supervisor.metrics import NOT_REPORTED, Metrics
 from supervisor.plugin.messages import (
     Deferred,
     ErrorInfo,
@@ -82,10 +85,20 @@ class TaskRunner:
     pool: RuntimePool
     #: Uploads each finished TI's log when [logging] remote_logging is on.
     remote_logs: RemoteLogs | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    #: The TIs in flight, for `supervisor status`.
+    running: RunningTasks = field(default_factory=RunningTasks)
 
     def handle(self, workload: Workload, celery_id: str) -> None:
         """Run one workload to its final state; raises AlreadyRunning for duplicates."""
-        TaskRun(self, workload, celery_id).run()
+        with self.running.track(workload.ti):
+            try:
+                TaskRun(self, workload, celery_id).run()
+            except AlreadyRunning:
+                raise
+            except Exception:
+                self.metrics.task_finished(self.running.bundle_of(workload.ti.id), NOT_REPORTED)
+                raise
 
 
 class TaskRun:
@@ -121,6 +134,8 @@ class TaskRun:
             bound["map_index"] = self.ti.map_index  # what Airflow binds to every task log line
             self.task_log = stack.enter_context(TaskLog(path, bound=bound))
             bundle, runtime, problem = self._prepare(stack)
+            self.runner.running.update(self.ti.id, bundle=bundle and bundle.label, runtime=runtime)
+            self.runner.metrics.queue_wait(time.monotonic() - started)
             pid = runtime.pid if runtime else os.getpid()
             api = self.runner.api.for_task(self.ti.id, self.workload.token)
             context = api.run(
@@ -141,6 +156,7 @@ class TaskRun:
             )
         duration_s = round(time.monotonic() - started, 3)
         log.info("ti.finished", extra={**self.context, "state": state, "duration_s": duration_s})
+        self.runner.metrics.task_finished(bundle and bundle.label, state)
 
     def _log_path(self) -> str:
         """The workload's log_path, or Airflow's default template when it sent none."""

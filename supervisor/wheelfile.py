@@ -55,7 +55,10 @@ def read_wheel_info(path: Path) -> WheelInfo:
     except FileNotFoundError as exc:
         raise BundleError(f"wheel {str(path)!r} does not exist") from exc
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{str(path)!r} is not a valid wheel: {exc}") from exc
+        raise BundleError(
+            f"{str(path)!r} is not a valid wheel: {exc}; give a .whl file, e.g. one made by "
+            "`supervisor bundle build`"
+        ) from exc
     name, version = headers.get("Name"), headers.get("Version")
     if not name or not version:
         raise BundleError(f"wheel {str(path)!r}: METADATA lacks Name or Version")

@@ -27,6 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from supervisor.api.task import ApiCall, TaskApi, TaskTokens
 from supervisor.errors import AlreadyRunning, ApiUnavailable, ExecutionApiError, TaskInstanceGone
+from supervisor.metrics import Metrics
 
 if TYPE_CHECKING:
     from supervisor.config import Settings
@@ -73,7 +74,9 @@ class ExecutionApiClient:
         retry_wait_max_s: float = DEFAULT_RETRY_WAIT_MAX_S,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._http = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -88,7 +91,11 @@ class ExecutionApiClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, transport: httpx.BaseTransport | None = None
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> ExecutionApiClient:
         """A client configured from [core] and [workers] as Airflow's own worker would be."""
         workers = settings.workers
@@ -99,6 +106,7 @@ class ExecutionApiClient:
             retry_wait_min_s=workers.execution_api_retry_wait_min,
             retry_wait_max_s=workers.execution_api_retry_wait_max,
             transport=transport,
+            metrics=metrics,
         )
 
     def for_task(self, ti_id: UUID | str, workload_token: str) -> TaskApi:
@@ -126,7 +134,17 @@ class ExecutionApiClient:
 
         `token` is read again for each attempt (another thread may have swapped it) and
         `on_reply` gets every `Refreshed-API-Token`, from every reply whatever its status.
+        Every error raised is counted in the metrics by route and status.
         """
+        try:
+            return self._send(call, token, on_reply)
+        except ExecutionApiError as exc:
+            self._metrics.api_error(call.method, call.path, exc.status_code)
+            raise
+
+    def _send(
+        self, call: ApiCall, token: Callable[[], str], on_reply: Callable[[str], None]
+    ) -> Any:
         if self._closed.is_set():
             raise ApiUnavailable(f"{call.method} {call.path}: the Execution API client is closed")
         retrying = Retrying(

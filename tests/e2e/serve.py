@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,16 @@ class ServeProcess:
         self.config = workdir / "supervisor.toml"
         self.config.write_text(CONFIG.format(queues=json.dumps(list(queues))))
         self.log_path = workdir / "serve.log"
-        self.env = {**os.environ, **stack_env, "SUPERVISOR_HOME": str(home)}
+        #: Prometheus /metrics of this serve, on a free port of 127.0.0.1.
+        self.metrics_port = _free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.env = {
+            **os.environ,
+            **stack_env,
+            "SUPERVISOR_HOME": str(home),
+            "SUPERVISOR__METRICS_PORT": str(self.metrics_port),
+            "SUPERVISOR__METRICS_HOST": "127.0.0.1",
+        }
         #: Task logs of this serve. With serve_logs, a folder of its own that the api-server does
         #: not see, served on the stack's worker_log_server_port (one serve per stack can):
         #: Airflow shows these logs only through the log server or remote logging.
@@ -105,3 +115,9 @@ class ServeProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             raise
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

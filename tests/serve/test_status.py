@@ -1,0 +1,303 @@
+"""`supervisor status --json` and `/metrics` of a real `supervisor serve`, with a TI in flight.
+
+Real processes throughout: the serve subprocess, its Celery worker on real Redis (a private
+queue), the example bundle's runtime in its own venv, and an HTTP Execution API. The API is the
+in-memory fake of tests/api (FakeExecutionApi) served over real HTTP, so the test can hold one
+HostCall open: `read_variable` asks for `example_var` and the answer waits until the test has
+looked at the running TI. No sleeps: every wait is on an event or polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from celery import Celery
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor.store import BundleStore
+from tests.api.conftest import WORKLOAD_TOKEN, FakeExecutionApi, load_fixture
+from tests.conftest import REPO
+
+BROKER = "redis://127.0.0.1:6379/13"
+BACKEND = "redis://127.0.0.1:6379/14"
+BUNDLE = "example-etl==2.0.0"
+READY_TIMEOUT_S = 60
+RESULT_TIMEOUT_S = 60
+#: Labels of the bundle version every task here runs in.
+V2 = {"bundle": "example-etl", "version": "2.0.0"}
+#: The path the gate holds: example_etl.read_variable asks for this variable.
+GATED = "variables/example_var"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HttpFakeApi:
+    """FakeExecutionApi over real HTTP; GET `GATED` waits until `release` is set."""
+
+    def __init__(self) -> None:
+        run_context = load_fixture("exec-api-transcript.json")[5]["response"]["json"]
+        self.fake = FakeExecutionApi(run_context=run_context)
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/execution/"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-api")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = httpx.Request(
+                    self.command, f"http://fake{self.path}", headers=dict(self.headers),
+                    content=body,
+                )  # fmt: skip
+                if self.command == "GET" and self.path.endswith(GATED):
+                    api.reached.set()
+                    api.release.wait(RESULT_TIMEOUT_S)
+                reply = api.fake.handle(request)
+                self.send_response(reply.status_code)
+                for name, value in reply.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+class Serve:
+    """`supervisor serve` on a private queue, home and metrics port."""
+
+    def __init__(self, tmp: Path, home: Path, api: HttpFakeApi) -> None:
+        self.home = home
+        self.queue = f"status-test-{uuid.uuid4().hex[:8]}"
+        self.metrics_port = _free_port()
+        self.log_path = tmp / "serve.log"
+        config = tmp / "supervisor.toml"
+        config.write_text(
+            f'[supervisor]\nqueues = ["{self.queue}"]\nheartbeat_interval_s = 1\n'
+            f'metrics_port = {self.metrics_port}\nmetrics_host = "127.0.0.1"\n'
+            f'[supervisor.queue_to_bundle]\n"{self.queue}" = "{BUNDLE}"\n'
+            "[celery]\nworker_concurrency = 2\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SUPERVISOR"))}
+        env |= {
+            "AIRFLOW__CELERY__BROKER_URL": BROKER,
+            "AIRFLOW__CELERY__RESULT_BACKEND": BACKEND,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": api.url,
+            "SUPERVISOR_HOME": str(home),
+        }
+        self.env = env
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "supervisor", "serve", "--config", str(config),
+                 "--hostname", f"{self.queue}.test"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        _poll(lambda: " ready." in self.log(), READY_TIMEOUT_S, "serve ready", self)
+
+    def status(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor", "status", *args],
+            capture_output=True, text=True, env=self.env, cwd=REPO, timeout=60, check=False,
+        )  # fmt: skip
+
+    def status_json(self) -> dict[str, Any]:
+        proc = self.status("--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def metrics(self) -> dict[MetricKey, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        return {
+            _key(s.name, **s.labels): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _key(name: str, **labels: str) -> MetricKey:
+    return name, tuple(sorted(labels.items()))
+
+
+def _poll(check: Callable[[], Any], timeout_s: float, what: str, serve: Serve) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert serve.process.poll() is None, (
+            f"serve exited while waiting for {what}:\n{serve.log()}"
+        )
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s}s:\n{serve.log()}"
+        time.sleep(0.05)
+
+
+def _workload(queue: str, task_id: str) -> tuple[str, str]:
+    ti_id = str(uuid.uuid4())
+    workload = {
+        "type": "ExecuteTask",
+        "token": WORKLOAD_TOKEN,
+        "dag_rel_path": "example_etl.py",
+        "bundle_info": {"name": "dags-folder", "version": None},
+        "log_path": f"dag_id=example_etl/run_id=r/task_id={task_id}/{ti_id}.log",
+        "ti": {"id": ti_id, "task_id": task_id, "dag_id": "example_etl", "run_id": "r",
+               "try_number": 1, "map_index": -1, "queue": queue, "pool_slots": 1,
+               "priority_weight": 1},
+    }  # fmt: skip
+    return ti_id, json.dumps(workload)
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[HttpFakeApi]:
+    api = HttpFakeApi()
+    api.thread.start()
+    yield api
+    api.release.set()
+    api.server.shutdown()
+    api.server.server_close()
+    api.thread.join()
+
+
+@pytest.fixture(scope="module")
+def serve(
+    tmp_path_factory: pytest.TempPathFactory,
+    example_wheels: dict[str, Path],
+    uv_cache: Path,
+    api: HttpFakeApi,
+) -> Iterator[Serve]:
+    # Its own home: the session home may have another serve (the e2e one) on its socket.
+    home = tmp_path_factory.mktemp("status-home")
+    BundleStore(home, cache_dir=uv_cache).install(example_wheels["2.0.0"])
+    serve = Serve(tmp_path_factory.mktemp("status"), home, api)
+    try:
+        serve.wait_ready()
+        yield serve
+    finally:
+        api.release.set()
+        serve.process.send_signal(signal.SIGTERM)
+        code = serve.process.wait(60)
+        assert code == 0, serve.log()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Celery]:
+    app = Celery("airflow-scheduler-stand-in", broker=BROKER, backend=BACKEND)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    yield app
+    app.close()
+
+
+def _run(client: Celery, serve: Serve, task_id: str) -> str:
+    ti_id, workload = _workload(serve.queue, task_id)
+    result = client.send_task("execute_workload", args=[workload], queue=serve.queue)
+    result.get(timeout=RESULT_TIMEOUT_S)
+    return ti_id
+
+
+def test_status_lists_the_running_ti_then_metrics_count_it(
+    serve: Serve, client: Celery, api: HttpFakeApi
+) -> None:
+    api.fake.variables["example_var"] = "hello"
+    ti_id, workload = _workload(serve.queue, "read_variable")
+    result = client.send_task("execute_workload", args=[workload], queue=serve.queue)
+    _poll(api.reached.is_set, RESULT_TIMEOUT_S, "read_variable's host call", serve)
+
+    status = serve.status_json()
+    (running,) = status["running"]
+    assert running["ti_id"] == ti_id
+    assert (running["dag_id"], running["task_id"], running["run_id"]) == (
+        "example_etl",
+        "read_variable",
+        "r",
+    )
+    assert running["try_number"] == 1 and running["bundle"] == BUNDLE
+    assert running["age_s"] > 0
+    runtime = psutil.Process(running["runtime_pid"])
+    assert runtime.ppid() == serve.process.pid, "the TI's runtime is a child of this serve"
+    assert [(r["pid"], r["busy"]) for r in status["runtimes"]] == [(runtime.pid, True)]
+    assert status["queues"] == [serve.queue] and status["concurrency"] == 2
+    assert status["supervisor"]["pid"] == serve.process.pid
+    assert status["supervisor"]["metrics_url"] == f"http://127.0.0.1:{serve.metrics_port}/metrics"
+    assert status["installed"] == [
+        {"bundle": BUNDLE, "name": "example-etl", "version": "2.0.0", "active": True}
+    ]
+    summary = serve.status()
+    assert summary.returncode == 0, summary.stderr
+    assert f"example_etl.read_variable  run r  try 1  {BUNDLE}  runtime pid {runtime.pid}" in (
+        summary.stdout
+    )
+    assert serve.metrics()[_key("supervisor_runtimes", **V2, state="busy")] == 1
+
+    api.release.set()
+    assert result.get(timeout=RESULT_TIMEOUT_S) is None
+    assert api.fake.states[ti_id] == "success"
+    after = serve.status_json()
+    assert after["running"] == []
+    assert [(r["pid"], r["busy"], r["tasks_run"]) for r in after["runtimes"]] == [
+        (runtime.pid, False, 1)
+    ]
+
+
+def test_metrics_move_as_tasks_run(serve: Serve, client: Celery, api: HttpFakeApi) -> None:
+    api.release.set()
+    before = serve.metrics()
+
+    # Without example_var the API answers 404 and read_variable fails (VariableNotFound).
+    api.fake.variables.pop("example_var", None)
+    ran = {
+        task_id: _run(client, serve, task_id) for task_id in ("noop", "fail_hard", "read_variable")
+    }
+    assert {t: api.fake.states[ti_id] for t, ti_id in ran.items()} == {
+        "noop": "success", "fail_hard": "failed", "read_variable": "failed",
+    }  # fmt: skip
+
+    after = serve.metrics()
+
+    def delta(name: str, **labels: str) -> float:
+        key = _key(name, **labels)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("supervisor_tasks_total", **V2, state="success") == 1
+    assert delta("supervisor_tasks_total", **V2, state="failed") == 2
+    assert delta("supervisor_runtime_starts_total", **V2, kind="warm") == 3
+    assert delta("supervisor_runtime_starts_total", **V2, kind="cold") == 0
+    assert delta("supervisor_queue_wait_seconds_count") == 3
+    not_found = {"endpoint": "GET variables/{key}", "status": "404"}
+    assert delta("supervisor_api_errors_total", **not_found) == 1
+    assert after[_key("supervisor_runtime_spawn_seconds_count", **V2)] == 1
+    assert after[_key("supervisor_runtime_rss_bytes", **V2)] > 0
+    assert after[_key("supervisor_bundle_install_seconds", **V2)] > 0
