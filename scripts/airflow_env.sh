@@ -18,6 +18,8 @@
 #                      with bucket $AF_S3_BUCKET (default "airflow"), the amazon provider in the venv,
 #                      and Airflow connection $AF_S3_CONN_ID (default "aws_local", env AIRFLOW_CONN_*)
 #   AF_REMOTE_LOGGING=1  task logs also go to s3://$AF_S3_BUCKET/logs ([logging] remote_*); implies AF_S3=1
+#   AF_XCOM_OBJECTSTORAGE=1  large XComs in s3://$AF_S3_BUCKET/xcom (common-io backend); implies AF_S3=1
+#                      AF_XCOM_THRESHOLD (bytes, default 1024), AF_XCOM_COMPRESSION (default none)
 
 # The repo is found from this file's location, never from the caller's directory.
 AF_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +86,7 @@ export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
 # Keep the bytecode in a cache outside the venv; the stack script pre-fills it once.
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="$AIRFLOW_HOME/pycache"
+
 # --- local S3 and remote logging (opt-in: AF_S3=1, AF_REMOTE_LOGGING=1); `up` starts the S3 server
 export AF_REMOTE_LOGGING="${AF_REMOTE_LOGGING:-0}"
 if [[ $AF_REMOTE_LOGGING == 1 ]]; then AF_S3=1; fi
@@ -104,4 +107,18 @@ if [[ $AF_REMOTE_LOGGING == 1 ]]; then
   export AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID="$AF_S3_CONN_ID"
 else
   unset AIRFLOW__LOGGING__REMOTE_LOGGING AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID
+fi
+# --- XComs through S3 (opt-in: AF_XCOM_OBJECTSTORAGE=1, implies AF_S3=1): Airflow's common-io
+# XComObjectStorageBackend for Python tasks, the same settings for `supervisor serve`. Values of at
+# least AF_XCOM_THRESHOLD bytes of JSON (default 1024) go to s3://$AF_S3_BUCKET/xcom, compressed
+# with AF_XCOM_COMPRESSION (gzip, bz2, zip, lzma, xz; default none).
+export AF_XCOM_OBJECTSTORAGE="${AF_XCOM_OBJECTSTORAGE:-0}"
+if [[ $AF_XCOM_OBJECTSTORAGE == 1 ]]; then
+  export AIRFLOW__CORE__XCOM_BACKEND=airflow.providers.common.io.xcom.backend.XComObjectStorageBackend
+  export AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH="s3://$AF_S3_CONN_ID@$AF_S3_BUCKET/xcom"
+  export AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD="${AF_XCOM_THRESHOLD:-1024}"
+  export AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION="${AF_XCOM_COMPRESSION:-}"
+else
+  unset AIRFLOW__CORE__XCOM_BACKEND AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH \
+    AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION
 fi

@@ -20,6 +20,8 @@
 #                 amazon provider, starts scripts/s3_server.sh (stopped by `down` if `up` started it)
 #                 and creates the bucket. Components already running keep their settings: `down`
 #                 first to change these.
+#   AF_XCOM_OBJECTSTORAGE=1         large XComs in that S3 through Airflow's common-io backend
+#                 (airflow_env.sh: AF_XCOM_THRESHOLD, AF_XCOM_COMPRESSION); implies AF_S3=1.
 #
 # Each component runs under `setsid`, so its pid is also its process-group id; `down` signals the
 # group and, because task processes leave the group (setpgid, P10), every descendant found at stop
@@ -40,7 +42,8 @@ AF_WORKER_CONCURRENCY="${AF_WORKER_CONCURRENCY:-2}"
 AF_UP_TIMEOUT="${AF_UP_TIMEOUT:-180}"
 AF_STOP_TIMEOUT="${AF_STOP_TIMEOUT:-15}"
 INSTALL_SPEC="apache-airflow[celery]==$AF_AIRFLOW_VERSION"
-AMAZON_SPEC="apache-airflow-providers-amazon==9.39.0"
+# [s3fs]: ObjectStoragePath on s3:// (the common-io XCom backend, AF_XCOM_OBJECTSTORAGE=1) needs it.
+AMAZON_SPEC="apache-airflow-providers-amazon[s3fs]==9.39.0"
 declare -A STARTED_AT=()   # component -> epoch seconds, for those started by this invocation
 # Health-endpoint key -> component name, for the components that report to /monitor/health.
 declare -A HEALTH_OF=([metadatabase]=api-server [scheduler]=scheduler [dag_processor]=dag-processor
@@ -402,6 +405,7 @@ cmd_up() {
   ensure_bytecode
   if [[ $AF_S3 == 1 ]]; then ensure_s3; fi
   warn_if_started_without api-server AIRFLOW__LOGGING__REMOTE_LOGGING "${AIRFLOW__LOGGING__REMOTE_LOGGING:-}"
+  warn_if_started_without celery-worker AIRFLOW__CORE__XCOM_BACKEND "${AIRFLOW__CORE__XCOM_BACKEND:-}"
   ensure_redis
   migrate_db
   ensure_component api-server api-server --host "$AF_HOST" --port "$AF_PORT"

@@ -68,6 +68,8 @@ DEFAULT_METRICS_HOST = "0.0.0.0"  # noqa: S104
 #: The control socket of a running `serve`, under supervisor.home; `supervisor status` reads it.
 CONTROL_SOCKET = Path("run") / "control.sock"
 DEFAULT_QUEUES = ("bundles",)
+#: Airflow 3.3's [core] xcom_backend: values in the metadata DB.
+DEFAULT_XCOM_BACKEND = "airflow.sdk.execution_time.xcom.BaseXCom"
 DEFAULT_HOME = Path("~/.local/state/airflow-bundle-supervisor")
 
 
@@ -117,6 +119,10 @@ class CoreSettings(_Section):
     execution_api_server_url: str = _setting(
         DEFAULT_EXECUTION_API_SERVER_URL, "Base URL of Airflow's Task Execution API."
     )
+    xcom_backend: str = _setting(
+        DEFAULT_XCOM_BACKEND,
+        "XCom backend, as Airflow's; also ...common.io.xcom.backend.XComObjectStorageBackend.",
+    )
 
     @field_validator("execution_api_server_url")
     @classmethod
@@ -124,6 +130,20 @@ class CoreSettings(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL ending in /execution/")
         return value if value.endswith("/") else value + "/"
+
+
+class CommonIoSettings(_Section):
+    """Airflow's [common.io] (TOML `[common.io]`): the object-storage XCom backend's settings."""
+
+    xcom_objectstorage_path: str = _setting(
+        "", "Where large XComs go, as Airflow's: s3://<conn_id>@<bucket>/<prefix>."
+    )
+    xcom_objectstorage_threshold: int = _setting(
+        -1, "Bytes of JSON from which a value goes to object storage (-1: never, 0: always).", ge=-1
+    )
+    xcom_objectstorage_compression: str = _setting(
+        "", "Compression of XCom objects: gzip, bz2, zip, lzma, xz; empty: none."
+    )
 
 
 class OperatorsSettings(_Section):
@@ -245,6 +265,7 @@ class Settings(_Section):
     celery: CelerySettings = CelerySettings()
     database: DatabaseSettings = DatabaseSettings()
     core: CoreSettings = CoreSettings()
+    common_io: CommonIoSettings = CommonIoSettings()
     operators: OperatorsSettings = OperatorsSettings()
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     api: ApiSettings = ApiSettings()
@@ -361,7 +382,7 @@ def _from_toml(path: Path) -> _Layer:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     layer: _Layer = {}
-    for section, table in data.items():
+    for section, table in _undot(data).items():
         if section not in _SECTIONS or not isinstance(table, dict):
             known = ", ".join(_SECTIONS)
             raise ConfigError(
@@ -372,6 +393,18 @@ def _from_toml(path: Path) -> _Layer:
                 raise ConfigError(f"config file {str(path)!r}: unknown setting [{section}] {key}")
             layer[(section, key)] = (value, f"[{section}] {key} in {path}")
     return layer
+
+
+def _undot(data: dict[str, Any]) -> dict[str, Any]:
+    """Airflow's dotted sections: TOML reads `[common.io]` as table "io" inside "common"."""
+    out: dict[str, Any] = {}
+    for name, table in data.items():
+        inner = table if name not in _SECTIONS and isinstance(table, dict) else {}
+        if inner and all(f"{name}_{sub}" in _SECTIONS for sub in inner):
+            out.update({f"{name}_{sub}": sub_table for sub, sub_table in inner.items()})
+        else:
+            out[name] = table
+    return out
 
 
 def _from_env(env: Mapping[str, str]) -> _Layer:

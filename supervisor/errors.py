@@ -13,6 +13,7 @@
     │   └── StartTimeout         no handshake or no health SERVING in time
     ├── RuntimeLost              a runtime died or became unreachable mid-task
     ├── NotServing               no `supervisor serve` answers on the home's control socket
+    ├── XComStorageError         an XCom value could not be written to or read from object storage
     └── ExecutionApiError        Airflow's Execution API said no or could not be reached
         ├── ApiUnavailable       network errors or 5xx after the retries ran out
         └── TaskInstanceGone     404/409/410: Airflow moved the TI on; stop and report nothing
@@ -110,6 +111,14 @@ class NotServing(SupervisorError):
     def __init__(self, message: str, *, home: str) -> None:
         super().__init__(message)
         self.home = home
+
+
+class XComStorageError(SupervisorError):
+    """Object storage refused or failed an XCom read, write or delete (`url` names the object)."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ExecutionApiError(SupervisorError):

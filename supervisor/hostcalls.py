@@ -4,7 +4,8 @@
 runtime.proto `HostCall`) has one small function here. The TI's identity comes from the
 workload, never from the call, so a task can write and delete only its own XComs. API failures
 become `HostCallError` kinds the runtime understands: 404 -> "not_found", Airflow unreachable ->
-"unavailable", anything else Airflow refused -> "invalid" with its message.
+"unavailable", anything else Airflow refused -> "invalid" with its message. XComs go through the
+configured `XComBackend` (supervisor/xcom/), whose object-storage failures are "unavailable".
 
 Secrets the task asks to mask and connection passwords are collected in `ApiHost.secrets` (and
 passed to `on_secret`) so the task log can mask them; masking itself is `logs/`' job.
@@ -16,12 +17,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from supervisor.errors import ApiUnavailable, ExecutionApiError
+from supervisor.errors import ApiUnavailable, ExecutionApiError, XComStorageError
 from supervisor.plugin.messages import HostCallError, LogRecord
+from supervisor.xcom.backend import DatabaseXCom, XComAddress
 
 if TYPE_CHECKING:
     from supervisor.api.task import TaskApi
     from supervisor.workload import TaskInstance
+    from supervisor.xcom.backend import XComBackend
 
 #: proto HostError kinds, without the KIND_ prefix.
 NOT_FOUND = "not_found"
@@ -46,9 +49,11 @@ class ApiHost:
         *,
         log_sink: Callable[[LogRecord], None],
         on_secret: Callable[[str], None] | None = None,
+        xcom: XComBackend | None = None,
     ) -> None:
         self.api = api
         self.ti = ti
+        self.xcom: XComBackend = xcom or DatabaseXCom()
         self.secrets: set[str] = set()
         self._log_sink = log_sink
         self._on_secret = on_secret
@@ -60,7 +65,7 @@ class ApiHost:
             raise HostCallError(INVALID, f"unknown host call {kind!r}; known: {sorted(_HANDLERS)}")
         try:
             return handler(self, args)
-        except ApiUnavailable as exc:
+        except (ApiUnavailable, XComStorageError) as exc:
             raise HostCallError(UNAVAILABLE, str(exc)) from exc
         except ExecutionApiError as exc:
             kind_ = NOT_FOUND if exc.status_code == 404 else INVALID
@@ -110,14 +115,9 @@ def get_xcom(host: ApiHost, args: Args) -> Any:
     map_index = int(args.get("map_index", -1))
     if map_index == -1 and (dag_id, run_id, task_id) == (ti.dag_id, ti.run_id, ti.task_id):
         map_index = ti.map_index
-    return host.api.get_xcom(
-        dag_id=dag_id,
-        run_id=run_id,
-        task_id=task_id,
-        key=_required(args, "key"),
-        map_index=map_index,
-        include_prior_dates=bool(args.get("include_prior_dates", False)),
-    )
+    where = XComAddress(dag_id, run_id, task_id, _required(args, "key"), map_index)
+    include_prior_dates = bool(args.get("include_prior_dates", False))
+    return host.xcom.get(host.api, where, include_prior_dates=include_prior_dates)
 
 
 def set_xcom(host: ApiHost, args: Args) -> None:
@@ -125,27 +125,21 @@ def set_xcom(host: ApiHost, args: Args) -> None:
     value_json = str(args.get("value_json", ""))
     _check_json(value_json)
     mapped_length = int(args.get("mapped_length", MAPPED_LENGTH_UNSET))
-    ti = host.ti
-    host.api.set_xcom_json(
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        task_id=ti.task_id,
-        key=_required(args, "key"),
-        value_json=value_json,
-        map_index=ti.map_index,
+    host.xcom.set_json(
+        host.api,
+        _own_xcom(host, _required(args, "key")),
+        value_json,
         mapped_length=None if mapped_length == MAPPED_LENGTH_UNSET else mapped_length,
     )
 
 
 def delete_xcom(host: ApiHost, args: Args) -> None:
+    host.xcom.delete(host.api, _own_xcom(host, _required(args, "key")))
+
+
+def _own_xcom(host: ApiHost, key: str) -> XComAddress:
     ti = host.ti
-    host.api.delete_xcom(
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        task_id=ti.task_id,
-        key=_required(args, "key"),
-        map_index=ti.map_index,
-    )
+    return XComAddress(ti.dag_id, ti.run_id, ti.task_id, key, ti.map_index)
 
 
 def mask_secret(host: ApiHost, args: Args) -> None:

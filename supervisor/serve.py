@@ -1,6 +1,7 @@
 """Composes `supervisor serve`: components start in the order listed and stop in reverse.
 
     store   -> installed bundles on disk (read-only here)
+    xcom    -> the XCom backend of [core] xcom_backend (supervisor/xcom/); bad settings stop us
     pool    -> warm runtimes per bundle version
     metrics -> Prometheus /metrics on supervisor.metrics_port (metrics.py), unless 0
     logs    -> the log server on [logging] worker_log_server_port (logs/server.py), unless off
@@ -30,6 +31,7 @@ from supervisor.metrics import Metrics, MetricsServer
 from supervisor.pool import RuntimePool
 from supervisor.store import BundleStore
 from supervisor.taskrun import TaskRunner
+from supervisor.xcom import backend_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop; returns the process exit code."""
     own = settings.supervisor
     store = BundleStore(own.home)
+    xcom = backend_from_settings(settings)  # a bad [common.io] setting stops us here
     metrics, running = Metrics(), RunningTasks()
     log.debug("serve.start", extra={"component": "pool"})
     pool = RuntimePool(
@@ -65,6 +68,7 @@ def serve(settings: Settings) -> int:
                 store=store,
                 pool=pool,
                 remote_logs=remote_logs,
+                xcom=xcom,
                 metrics=metrics,
                 running=running,
             )
@@ -77,6 +81,7 @@ def serve(settings: Settings) -> int:
                     "concurrency": settings.celery.worker_concurrency,
                     "bundles": installed,
                     "execution_api": settings.core.execution_api_server_url,
+                    "xcom_backend": settings.core.xcom_backend,
                     "metrics": metrics_server.url if metrics_server else "off",
                 },
             )

@@ -39,6 +39,7 @@ from supervisor.errors import (
     RuntimeLost,
     RuntimeStartError,
     TaskInstanceGone,
+    XComStorageError,
 )
 from supervisor.hostcalls import ApiHost
 from supervisor.logs.files import TaskLog, log_file_path
@@ -55,6 +56,7 @@ from supervisor.plugin.messages import (
     TaskStart,
 )
 from supervisor.resolve import resolve
+from supervisor.xcom.backend import DatabaseXCom, XComAddress
 
 if TYPE_CHECKING:
     from supervisor.api.client import ExecutionApiClient
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from supervisor.pool import RuntimePool
     from supervisor.store import BundleStore, InstalledBundle
     from supervisor.workload import Workload
+    from supervisor.xcom.backend import XComBackend
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ class TaskRunner:
     api: ExecutionApiClient
     store: BundleStore
     pool: RuntimePool
+    #: Where XCom values live ([core] xcom_backend); the runtime never knows.
+    xcom: XComBackend = field(default_factory=DatabaseXCom)
     #: Uploads each finished TI's log when [logging] remote_logging is on.
     remote_logs: RemoteLogs | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -187,13 +192,11 @@ class TaskRun:
     def _clear_xcoms(self, api: TaskApi, context: TIRunContext) -> None:
         """Airflow leaves XComs of earlier tries for the worker to delete (reference §1.5.1)."""
         for key in context.xcom_keys_to_clear:
-            api.delete_xcom(
-                dag_id=self.ti.dag_id,
-                run_id=self.ti.run_id,
-                task_id=self.ti.task_id,
-                key=key,
-                map_index=self.ti.map_index,
-            )
+            self.runner.xcom.delete(api, self._own_xcom(key))
+
+    def _own_xcom(self, key: str) -> XComAddress:
+        ti = self.ti
+        return XComAddress(ti.dag_id, ti.run_id, ti.task_id, key, ti.map_index)
 
     def _task_start(self, context: TIRunContext, timeout_s: float) -> TaskStart:
         next_kwargs = context.next_kwargs
@@ -233,7 +236,9 @@ class TaskRun:
             bundle=bundle.label,
             runtime_pid=runtime.pid,
         )
-        host = ApiHost(api, self.ti, log_sink=self._task_line, on_secret=self._secret)
+        host = ApiHost(
+            api, self.ti, log_sink=self._task_line, on_secret=self._secret, xcom=self.runner.xcom
+        )
         heartbeat = threading.Thread(
             target=self._heartbeat,
             args=(api, runtime.pid),
@@ -261,17 +266,9 @@ class TaskRun:
 
     def _report(self, api: TaskApi, context: TIRunContext, outcome: Outcome) -> str:
         now = datetime.now(UTC)
+        outcome = self._push_return_value(api, outcome)
         match outcome:
-            case Succeeded(return_value_json=value):
-                if value is not None:
-                    api.set_xcom_json(
-                        dag_id=self.ti.dag_id,
-                        run_id=self.ti.run_id,
-                        task_id=self.ti.task_id,
-                        key="return_value",
-                        value_json=value,
-                        map_index=self.ti.map_index,
-                    )
+            case Succeeded():
                 api.finish_success(end_date=now)
                 return self._final("success")
             case Failed(retryable=retryable, error=error):
@@ -298,6 +295,18 @@ class TaskRun:
                 )
                 return self._final("deferred", trigger=deferred.trigger_classpath)
         raise AssertionError(f"unknown outcome {outcome!r}")
+
+    def _push_return_value(self, api: TaskApi, outcome: Outcome) -> Outcome:
+        """Push a success's return value; object storage failing fails the try, as in Airflow."""
+        if not isinstance(outcome, Succeeded) or outcome.return_value_json is None:
+            return outcome
+        where = self._own_xcom("return_value")
+        try:
+            self.runner.xcom.set_json(api, where, outcome.return_value_json, mapped_length=None)
+        except XComStorageError as exc:
+            error = ErrorInfo(type="XComStorageError", message=str(exc))
+            return Failed(retryable=True, error=error)
+        return outcome
 
     def _report_failure(self, api: TaskApi, context: TIRunContext, problem: str) -> str:
         """The TI could not be run at all (unknown bundle, version or task; runtime won't start)."""

@@ -174,6 +174,11 @@ class AirflowClient:
         entry = self._call("GET", path, params={"map_index": map_index, "deserialize": True})
         return entry["value"]
 
+    def xcom_stored(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """What the metadata DB holds for the XCom (deserialize=false): a backend's reference."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self._call("GET", path, params={"deserialize": False})["value"]
+
     def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         """All XCom entries of a task instance (key, map_index, timestamp; no values)."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"

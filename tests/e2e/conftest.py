@@ -8,8 +8,9 @@ of the session, but only if the stack was not already up before the session. Kno
   AF_E2E_KEEP_STACK=1   leave a stack the session started running afterwards (to look at it)
   AF_PORT, AIRFLOW_HOME, AF_VENV, ...  passed through to the script (scripts/airflow_env.sh)
 
-`up` also gets STACK_FLAGS: a local S3 and remote task logs on it (AF_S3, AF_REMOTE_LOGGING). A
-stack already running without them keeps running; tests that need them fail saying how to restart.
+`up` also gets STACK_FLAGS: a local S3, remote task logs and large XComs on it (AF_S3,
+AF_REMOTE_LOGGING, AF_XCOM_OBJECTSTORAGE with AF_XCOM_COMPRESSION=gzip). A stack already running
+without them keeps running; tests that need them fail saying how to restart.
 The session's `supervisor serve` keeps its task logs in a folder of its own that the api-server does
 not see, and serves them on the stack's worker_log_server_port (tests/e2e/serve.py).
 
@@ -37,7 +38,14 @@ STACK_SCRIPT = REPO / "scripts" / "airflow_stack.sh"
 E2E_DIR = Path(__file__).resolve().parent
 MIN_TIMEOUT = 600
 #: Knobs of scripts/airflow_stack.sh for `up` and `env` (the env describes the stack asked for).
-STACK_FLAGS = {"AF_WORKER": "1", "AF_S3": "1", "AF_REMOTE_LOGGING": "1"}
+STACK_FLAGS = {
+    "AF_WORKER": "1",
+    "AF_S3": "1",
+    "AF_REMOTE_LOGGING": "1",
+    # Large XComs in S3 through Airflow's common-io backend, gzip-compressed (1024-byte threshold).
+    "AF_XCOM_OBJECTSTORAGE": "1",
+    "AF_XCOM_COMPRESSION": "gzip",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

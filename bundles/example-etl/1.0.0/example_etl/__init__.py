@@ -196,3 +196,27 @@ def slow_talk(ctx: Context) -> int:
         time.sleep(1)
     ctx.log.info("slow_talk: done", ticks=seconds)
     return seconds
+
+
+# -- bundle_xcom_large (bundles/dags/bundle_xcom_large.py): values over the XCom storage threshold.
+
+
+@bundle.task(dag_id="bundle_xcom_large", task_id="pass_large")
+def pass_large(ctx: Context) -> dict[str, Any]:
+    """Pull what `produce_large` returned, check it arrived as plain values, return a larger one.
+
+    With the object-storage XCom backend these values live in S3 and the DB holds references to
+    them; task code cannot tell, which is the point.
+    """
+    got = ctx.xcom.pull(task_id="produce_large")
+    rows, when, tags = got["rows"], got["when"], got["tags"]
+    if not (isinstance(when, datetime) and isinstance(tags, set) and len(rows) == 100):
+        raise ValueError(f"produce_large arrived as {type(when)}, {type(tags)}, {len(rows)} rows")
+    ctx.xcom.push("big_list", list(range(500)))
+    ctx.xcom.push("small", {"ok": True})
+    return {
+        "rows": [{**row, "seen": True} for row in rows],
+        "when": when + timedelta(days=1),
+        "tags": tags | {"bundle"},
+        "pair": (len(rows), "rows"),
+    }
