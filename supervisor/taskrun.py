@@ -128,17 +128,21 @@ class TaskRun:
             "celery_id": celery_id,
         }
         self.task_log: TaskLog | None = None
+        #: Milliseconds per phase (prepare, run, execute, report) for ti.finished.
+        self.phase_ms: dict[str, float] = {}
+        self._lap_at = time.monotonic()
 
     # -- phases --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        started = time.monotonic()
+        started = self._lap_at = time.monotonic()
         path = log_file_path(self.settings.logging.base_log_folder, self._log_path())
         with ExitStack() as stack:
             bound = {k: v for k, v in self.context.items() if k != "celery_id"}
             bound["map_index"] = self.ti.map_index  # what Airflow binds to every task log line
             self.task_log = stack.enter_context(TaskLog(path, bound=bound))
             bundle, runtime, problem = self._prepare(stack)
+            self._lap("prepare")
             self.runner.running.update(self.ti.id, bundle=bundle and bundle.label, runtime=runtime)
             self.runner.metrics.queue_wait(time.monotonic() - started)
             pid = runtime.pid if runtime else os.getpid()
@@ -149,6 +153,7 @@ class TaskRun:
                 pid=pid,
                 start_date=datetime.now(UTC),
             )
+            self._lap("run")
             log.info("ti.started", extra={**self.context, "bundle": bundle and bundle.label})
             self._clear_xcoms(api, context)
             if bundle is None or runtime is None:
@@ -159,9 +164,19 @@ class TaskRun:
             self.runner.remote_logs.upload(
                 path, self._log_path(), get_connection=api.get_connection, context=self.context
             )
+        self._lap("report")
         duration_s = round(time.monotonic() - started, 3)
-        log.info("ti.finished", extra={**self.context, "state": state, "duration_s": duration_s})
+        log.info(
+            "ti.finished",
+            extra={**self.context, "state": state, "duration_s": duration_s, **self.phase_ms},
+        )
         self.runner.metrics.task_finished(bundle and bundle.label, state)
+
+    def _lap(self, phase: str) -> None:
+        """End `phase` now; its duration goes into ti.finished as `<phase>_ms`."""
+        now = time.monotonic()
+        self.phase_ms[f"{phase}_ms"] = round((now - self._lap_at) * 1000, 1)
+        self._lap_at = now
 
     def _log_path(self) -> str:
         """The workload's log_path, or Airflow's default template when it sent none."""
@@ -255,6 +270,7 @@ class TaskRun:
             self.done.set()  # stops heartbeat and watchdog
             heartbeat.join()
             watchdog.cancel()
+        self._lap("execute")
         if self.gone.is_set():
             self._note(f"Stopped without reporting a state: {self.cancel_reason}", level="warning")
             return GONE
