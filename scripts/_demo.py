@@ -56,6 +56,9 @@ SERVE_CONFIG = """\
 [supervisor]
 queues = ["bundles", "etl-v1", "etl-v2"]
 heartbeat_interval_s = 2
+# Prometheus metrics: curl http://127.0.0.1:{metrics_port}/metrics
+metrics_port = {metrics_port}
+metrics_host = "127.0.0.1"
 
 # A task on queue etl-v1 runs in example-etl 1.0.0, on etl-v2 in 2.0.0 (bundle_pinned_v1/v2).
 [supervisor.queue_to_bundle]
@@ -70,6 +73,8 @@ heartbeat_interval_s = 2
 [celery]
 worker_concurrency = 4
 """
+#: Where the demo's `supervisor serve` exposes Prometheus metrics (DEMO_METRICS_PORT moves it).
+METRICS_PORT = int(os.environ.get("DEMO_METRICS_PORT", "9108"))
 #: Knobs of scripts/airflow_env.sh that select a stack; recorded so `stop` downs the same one.
 STACK_KNOBS = (
     "AF_PORT",
@@ -480,7 +485,7 @@ def ensure_serve(env: dict[str, str]) -> int:
             return pid
         say(f"supervisor serve (pid {pid}) was started for another stack or install: restarting it")
         stop_serve()
-    CONFIG.write_text(SERVE_CONFIG)
+    CONFIG.write_text(SERVE_CONFIG.format(metrics_port=METRICS_PORT))
     SERVE_LOG.touch()
     offset = SERVE_LOG.stat().st_size
     argv = [str(SUPERVISOR), "--config", str(CONFIG), "--log-level", "info", "serve"]
@@ -731,6 +736,8 @@ def report(api: Api, runs: dict[str, str], run_states: dict[str, str]) -> bool:
     print("  RAN IN BUNDLE: the version the task reported (dep_version's XCom) or the supervisor's")
     print(f"  '{BUNDLE_LINE}...' line in its log. ATTRS: what dep_version imported in that venv.")
     print()
+    print_metrics()
+    print(f"  What the worker is doing: SUPERVISOR_HOME={rel(HOME)} .venv/bin/supervisor status")
     print(f"  Runs in the Airflow UI ({api.base}); click a task, then Logs:")
     for dag, run_id in runs.items():
         want_run = EXPECTED_RUN_STATE.get(dag, "success")
@@ -739,6 +746,21 @@ def report(api: Api, runs: dict[str, str], run_states: dict[str, str]) -> bool:
         print(f"    {run_states[dag]:<9} {url}{mark}")
     print()
     return ok
+
+
+def print_metrics() -> None:
+    """The task counters from the worker's /metrics, as Prometheus would scrape them."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError as exc:
+        print(f"  (metrics not reachable at {url}: {exc})")
+        return
+    print(f"  Metrics ({url}):")
+    for line in text.splitlines():
+        if line.startswith(("supervisor_tasks_total{", "supervisor_runtime_starts_total{")):
+            print(f"    {line}")
 
 
 # ----------------------------------------------------------------------------------- commands
