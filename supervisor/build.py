@@ -69,11 +69,15 @@ def _run_builder(path: Path, out: Path, *, uv: str | None) -> Path:
 
 
 def source_commit(path: Path) -> str | None:
-    """HEAD's commit when `path` is inside a git work tree (+"-dirty" if it has changes)."""
+    """HEAD's commit when `path` is inside a git work tree (+"-dirty" if it has changes).
+
+    Any uncommitted change in the work tree counts, not only under `path`: a build may take files
+    from elsewhere in the repository (the example bundle's versions share ../src).
+    """
     head = _git(path, "rev-parse", "HEAD")
     if head is None:
         return None
-    status = _git(path, "status", "--porcelain", "--", ".")
+    status = _git(path, "status", "--porcelain")
     return head + (DIRTY_SUFFIX if status else "")
 
 

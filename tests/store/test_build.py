@@ -44,23 +44,24 @@ def test_stamped_wheel_record_still_matches_every_file(example_wheels: dict[str,
 
 
 def test_project_outside_git_gets_no_stamp(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(EXAMPLES / "1.0.0", project)
-    wheel = build_bundle(project, tmp_path / "out", uv=find_uv())
+    shutil.copytree(EXAMPLES, tmp_path / "example-etl")
+    wheel = build_bundle(tmp_path / "example-etl" / "1.0.0", tmp_path / "out", uv=find_uv())
     assert wheel.parent == tmp_path / "out"
     assert read_wheel_info(wheel).source_commit is None
 
 
 def test_dirty_tree_is_marked(tmp_path: Path) -> None:
-    project = tmp_path / "repo"
-    shutil.copytree(EXAMPLES / "1.0.0", project)
-    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES, repo)
+    project = repo / "1.0.0"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
     clean = read_wheel_info(build_bundle(project, tmp_path / "clean", uv=find_uv()))
     assert clean.source_commit is not None and not clean.source_commit.endswith("-dirty")
-    (project / "example_etl" / "__init__.py").write_text("# changed\n", encoding="utf-8")
+    # The shared source lives outside the version's folder, and still counts.
+    (repo / "src" / "example_etl" / "__init__.py").write_text("# changed\n", encoding="utf-8")
     dirty = read_wheel_info(build_bundle(project, tmp_path / "dirty", uv=find_uv()))
     assert dirty.source_commit == clean.source_commit + "-dirty"
 

@@ -1,4 +1,8 @@
-"""Example ETL bundle 1.0.0: every task kind the supervisor must handle.
+"""Example ETL bundle: every task kind the supervisor must handle.
+
+Both versions (bundles/example-etl/1.0.0 and 2.0.0) build their wheel from this one source tree;
+they differ in their version and in the attrs they pin (23.2.0 and 25.3.0), which is what makes
+them impossible to install side by side in one environment, and easy in two venvs.
 
 The tasks are small on purpose; each shows one thing a task can do through its Context (variables,
 connections, XComs, logs) or one way it can end (success, skip, fail, retry, reschedule, defer).
@@ -21,8 +25,8 @@ import attrs
 
 from bundle_runtime import Bundle, Context, DeferTask, FailTask, RescheduleTask, SkipTask
 
-#: Which copy of the code this is; 2.0.0 says "v2". Lets a reader of a log tell versions apart.
-MARKER = "v1"
+#: "v1" in 1.0.0, "v2" in 2.0.0: lets a reader of a log tell the versions apart.
+MARKER = "v" + metadata.version("example-etl").split(".")[0]
 DAG_ID = "example_etl"
 #: DAGs of the end-to-end suite and the demo (bundles/dags/).
 STATES_DAG = "bundle_states"
