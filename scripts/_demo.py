@@ -79,6 +79,7 @@ METRICS_PORT = int(os.environ.get("DEMO_METRICS_PORT", "9108"))
 STACK_KNOBS = (
     "AF_PORT",
     "AF_REDIS_PORT",
+    "AF_BROKER",
     "AIRFLOW_HOME",
     "AF_VENV",
     "AF_BROKER_URL",
@@ -400,8 +401,13 @@ def ensure_stack(env: dict[str, str]) -> tuple[dict[str, str], bool]:
     if running:
         say(f"the Airflow stack the demo started is running ({', '.join(running)}); checking it")
     else:
+        broker = (
+            f"Redis :{knobs['AF_REDIS_PORT']}"
+            if knobs.get("AF_BROKER", "redis") == "redis"
+            else "embedded broker " + knobs["AF_BROKER_URL"].replace(str(REPO) + "/", "")
+        )
         say(
-            f"starting Airflow 3.3.2 (CeleryExecutor, SQLite, Redis :{knobs['AF_REDIS_PORT']}, "
+            f"starting Airflow 3.3.2 (CeleryExecutor, SQLite, {broker}, "
             f"{'with' if worker else 'without'} Airflow's own worker) with "
             "scripts/airflow_stack.sh up; the first time, it installs Airflow (~220 MB) first"
         )

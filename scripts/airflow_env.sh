@@ -8,8 +8,13 @@
 #   AIRFLOW_HOME       DB, logs, pid files, bytecode   (default <repo>/.airflow/home)
 #   AF_PORT            api-server port on 127.0.0.1    (default 8080)
 #   AF_REDIS_PORT      Redis port on 127.0.0.1         (default 6379)
-#   AF_BROKER_URL      Celery broker                   (default redis://127.0.0.1:$AF_REDIS_PORT/0)
-#   AF_RESULT_BACKEND  Celery result backend           (default redis://127.0.0.1:$AF_REDIS_PORT/1)
+#   AF_BROKER          redis or sqlite                 (default redis if Redis answers on
+#                      AF_REDIS_PORT or redis-server is installed, else sqlite)
+#   AF_BROKER_URL      Celery broker                   (default redis://127.0.0.1:$AF_REDIS_PORT/0;
+#                      AF_BROKER=sqlite: sqla+sqlite:///$AIRFLOW_HOME/celery-broker.db, kombu's
+#                      SQLAlchemy transport, no Redis at all)
+#   AF_RESULT_BACKEND  Celery result backend           (default redis://127.0.0.1:$AF_REDIS_PORT/1;
+#                      AF_BROKER=sqlite: file://$AIRFLOW_HOME/celery-results, a directory)
 #   AF_DAGS_FOLDER     DAG files                       (default <repo>/bundles/dags)
 #   AF_PYTHON          interpreter for the venv        (default 3.11)
 #   AF_LOG_SERVER_PORT [logging] worker_log_server_port: where the api-server fetches live task logs
@@ -34,8 +39,29 @@ export AF_HOST=127.0.0.1            # everything binds to loopback only; not a k
 export AF_PORT="${AF_PORT:-8080}"
 export AF_API_URL="http://$AF_HOST:$AF_PORT"
 export AF_REDIS_PORT="${AF_REDIS_PORT:-6379}"
-export AF_BROKER_URL="${AF_BROKER_URL:-redis://$AF_HOST:$AF_REDIS_PORT/0}"
-export AF_RESULT_BACKEND="${AF_RESULT_BACKEND:-redis://$AF_HOST:$AF_REDIS_PORT/1}"
+# The embedded broker (AF_BROKER=sqlite) needs nothing running: kombu's SQLAlchemy transport on its
+# own SQLite file (not airflow.db: every consumer polls it each second and would contend with the
+# scheduler for airflow.db's write lock). Results go to Celery's file-system backend, not db+sqlite:
+# Celery 5.7 changed the database backend's row format (JSON in a BLOB, was a pickle), so a
+# `supervisor serve` with Celery 5.7 writes rows that Airflow's Celery 5.6 cannot read; the files
+# hold the same JSON as Redis keys, which every Celery 5 reads.
+if [[ -z ${AF_BROKER:-} ]]; then
+  if command -v redis-server >/dev/null || (exec 3<>"/dev/tcp/$AF_HOST/$AF_REDIS_PORT") 2>/dev/null; then
+    AF_BROKER=redis
+  else
+    AF_BROKER=sqlite
+  fi
+fi
+export AF_BROKER
+case $AF_BROKER in
+  redis)
+    export AF_BROKER_URL="${AF_BROKER_URL:-redis://$AF_HOST:$AF_REDIS_PORT/0}"
+    export AF_RESULT_BACKEND="${AF_RESULT_BACKEND:-redis://$AF_HOST:$AF_REDIS_PORT/1}" ;;
+  sqlite)
+    export AF_BROKER_URL="${AF_BROKER_URL:-sqla+sqlite:///$AIRFLOW_HOME/celery-broker.db}"
+    export AF_RESULT_BACKEND="${AF_RESULT_BACKEND:-file://$AIRFLOW_HOME/celery-results}" ;;
+  *) echo "airflow_env.sh: AF_BROKER must be redis or sqlite, not '$AF_BROKER'" >&2; return 1 ;;
+esac
 # DAG files are read in place from the repo (not copied): an edit is picked up by the dag-processor
 # within REFRESH_INTERVAL, there is no stale copy to forget, and dag_rel_path in the Celery workload
 # is the path relative to bundles/dags.
@@ -47,8 +73,13 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export AIRFLOW__CELERY__BROKER_URL="$AF_BROKER_URL"
 export AIRFLOW__CELERY__RESULT_BACKEND="$AF_RESULT_BACKEND"
 # Airflow's default for Redis, set explicitly to document it and silence the scheduler's warning: an
-# unacked message older than this is delivered again (reference §3.6).
-export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
+# unacked message older than this is delivered again (reference §3.6). Not for the SQLAlchemy
+# transport: it hands every transport option to create_engine(), which rejects unknown ones.
+if [[ $AF_BROKER_URL != sqla+* && $AF_BROKER_URL != sqlalchemy+* ]]; then
+  export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
+else
+  unset AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT
+fi
 export AIRFLOW__CORE__DAGS_FOLDER="$AF_DAGS_FOLDER"
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$AIRFLOW_HOME/logs"
 export AF_LOG_SERVER_PORT="${AF_LOG_SERVER_PORT:-8793}"

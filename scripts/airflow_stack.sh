@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A real Apache Airflow 3.3.2 for e2e tests and the demo: Redis broker, CeleryExecutor, SQLite,
-# api-server + scheduler + dag-processor + triggerer, optionally Airflow's own Celery worker.
+# A real Apache Airflow 3.3.2 for e2e tests and the demo: Redis broker (or, AF_BROKER=sqlite, an
+# embedded one in SQLite files), CeleryExecutor, SQLite, api-server + scheduler + dag-processor +
+# triggerer, optionally Airflow's own Celery worker.
 # Everything binds to 127.0.0.1. Configuration: scripts/airflow_env.sh (AIRFLOW__* variables).
 #
 #   scripts/airflow_stack.sh up        install if needed, start what is not running, wait until ready
@@ -32,7 +33,7 @@ trap 'die "unexpected failure (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=airflow_env.sh
-. "$(dirname "${BASH_SOURCE[0]}")/airflow_env.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/airflow_env.sh" || exit 2   # it said why (a bad AF_BROKER)
 
 RUN="$AF_RUN_DIR"
 AIRFLOW_BIN="$AF_VENV/bin/airflow"
@@ -400,13 +401,19 @@ cmd_up() {
     *) die "unknown option for up: $1 (only --worker)" ;;
   esac
   mkdir -p "$RUN" "$AIRFLOW__LOGGING__BASE_LOG_FOLDER" "$AF_DAGS_FOLDER"
+  # Celery's file-system result backend refuses a directory that does not exist.
+  if [[ $AF_RESULT_BACKEND == file://* ]]; then mkdir -p "${AF_RESULT_BACKEND#file://}"; fi
   ensure_venv
   if [[ $AF_S3 == 1 ]]; then ensure_amazon; fi
   ensure_bytecode
   if [[ $AF_S3 == 1 ]]; then ensure_s3; fi
   warn_if_started_without api-server AIRFLOW__LOGGING__REMOTE_LOGGING "${AIRFLOW__LOGGING__REMOTE_LOGGING:-}"
   warn_if_started_without celery-worker AIRFLOW__CORE__XCOM_BACKEND "${AIRFLOW__CORE__XCOM_BACKEND:-}"
-  ensure_redis
+  if [[ $AF_BROKER == redis ]]; then
+    ensure_redis
+  else
+    say "broker: $AF_BROKER_URL, results: $AF_RESULT_BACKEND (embedded, no Redis)"
+  fi
   migrate_db
   ensure_component api-server api-server --host "$AF_HOST" --port "$AF_PORT"
   ensure_component scheduler scheduler
@@ -455,6 +462,8 @@ cmd_status() {
       printf '%-14s running  pid %s\n' "$name" "$pid"
     elif [[ -e $RUN/$name.pid ]]; then
       printf '%-14s DEAD     (stale pid file; log %s)\n' "$name" "$RUN/$name.log"; rc=1
+    elif [[ $name == redis && $AF_BROKER != redis ]]; then
+      printf '%-14s not used (AF_BROKER=%s)\n' redis "$AF_BROKER"
     elif [[ $name == redis ]] && redis_ping; then
       printf '%-14s external (%s:%s)\n' redis "$AF_HOST" "$AF_REDIS_PORT"
     elif [[ $name == celery-worker ]]; then
@@ -490,5 +499,5 @@ case "${1:-}" in
   status) rc=0; cmd_status || rc=$?; exit "$rc" ;;
   env) cmd_env ;;
   airflow) shift; exec "$AIRFLOW_BIN" "$@" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -40,6 +40,14 @@ EXPECTED_ERRORS = (WorkloadError, BundleError, SupervisorError)
 Handler = Callable[[Workload, str], None]
 
 
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """visibility_timeout for the brokers that have one, as Airflow's provider decides it
+    (default_celery.py): kombu's SQLAlchemy transport hands every option to create_engine()."""
+    if settings.celery.broker_url.startswith(("redis://", "rediss://", "sqs://", "sentinel://")):
+        return {"visibility_timeout": settings.celery.visibility_timeout}
+    return {}
+
+
 def create_app(settings: Settings, handle: Handler) -> Celery:
     """A Celery app configured as Airflow's, with `execute_workload` bound to `handle`."""
     app = Celery(APP_NAME)
@@ -55,7 +63,7 @@ def create_app(settings: Settings, handle: Handler) -> Celery:
         task_track_started=True,
         task_default_queue=settings.operators.default_queue,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout},
+        broker_transport_options=_transport_options(settings),
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=True,
