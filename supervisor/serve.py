@@ -42,16 +42,7 @@ def serve(settings: Settings) -> int:
     store = BundleStore(own.home)
     xcom = backend_from_settings(settings)  # a bad [common.io] setting stops us here
     metrics, running = Metrics(), RunningTasks()
-    log.debug("serve.start", extra={"component": "pool"})
-    pool = RuntimePool(
-        max_tasks_per_runtime=own.max_tasks_per_runtime,
-        rss_limit_bytes=own.runtime_rss_limit_mb * 1024 * 1024
-        if own.runtime_rss_limit_mb
-        else None,
-        idle_timeout_s=own.runtime_idle_timeout_s,
-        max_runtimes=own.max_runtimes or None,
-        metrics=metrics,
-    )
+    pool = _pool(settings, metrics)
     metrics.watch(pool=pool, store=store)
     try:
         log.debug("serve.start", extra={"component": "logs"})
@@ -73,18 +64,7 @@ def serve(settings: Settings) -> int:
                 running=running,
             )
             app = create_app(settings, runner.handle)
-            installed = ", ".join(b.label for b in store.list()) or "none"
-            log.info(
-                "serve.ready",
-                extra={
-                    "queues": ",".join(own.queues),
-                    "concurrency": settings.celery.worker_concurrency,
-                    "bundles": installed,
-                    "execution_api": settings.core.execution_api_server_url,
-                    "xcom_backend": settings.core.xcom_backend,
-                    "metrics": metrics_server.url if metrics_server else "off",
-                },
-            )
+            _log_ready(settings, store, metrics_server)
             return run_worker(
                 app,
                 queues=list(own.queues),
@@ -95,6 +75,35 @@ def serve(settings: Settings) -> int:
         log.debug("serve.stop", extra={"component": "pool"})
         pool.close()
         log.info("serve.stopped")
+
+
+def _pool(settings: Settings, metrics: Metrics) -> RuntimePool:
+    own = settings.supervisor
+    log.debug("serve.start", extra={"component": "pool"})
+    return RuntimePool(
+        max_tasks_per_runtime=own.max_tasks_per_runtime,
+        rss_limit_bytes=own.runtime_rss_limit_mb * 1024 * 1024 or None,
+        idle_timeout_s=own.runtime_idle_timeout_s,
+        max_runtimes=own.max_runtimes or None,
+        metrics=metrics,
+    )
+
+
+def _log_ready(
+    settings: Settings, store: BundleStore, metrics_server: MetricsServer | None
+) -> None:
+    """One INFO line that says what this worker will do."""
+    log.info(
+        "serve.ready",
+        extra={
+            "queues": ",".join(settings.supervisor.queues),
+            "concurrency": settings.celery.worker_concurrency,
+            "bundles": ", ".join(b.label for b in store.list()) or "none",
+            "execution_api": settings.core.execution_api_server_url,
+            "xcom_backend": settings.core.xcom_backend,
+            "metrics": metrics_server.url if metrics_server else "off",
+        },
+    )
 
 
 def _metrics_server(
