@@ -55,8 +55,9 @@ sys.path.insert(0, str(REPO))
 
 from supervisor.api.client import ExecutionApiClient  # noqa: E402
 from supervisor.workload import parse_workload  # noqa: E402
-from tests.e2e.airflow import AirflowClient, wait_until  # noqa: E402
+from tests.e2e.airflow import AirflowClient  # noqa: E402
 from tests.e2e.broker import decode_envelope  # noqa: E402
+from tests.polling import wait_until  # noqa: E402
 
 STACK_SCRIPT = REPO / "scripts" / "airflow_stack.sh"
 SUPERVISOR = REPO / ".venv" / "bin" / "supervisor"

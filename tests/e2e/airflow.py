@@ -7,14 +7,12 @@ token is sent. Every non-2xx answer raises AirflowAPIError with the method, path
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-T = TypeVar("T")
+from tests.polling import wait_until
 
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
@@ -24,28 +22,6 @@ class AirflowAPIError(Exception):
         super().__init__(f"{method} {path} -> {status}: {body[:500]}")
         self.status = status
         self.body = body
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float = 0.25,
-    what: str = "condition",
-) -> T:
-    """Call ``probe`` until it returns something truthy, and return that; TimeoutError at the
-    deadline.
-
-    For polling an external system only (Airflow, Redis), never as a fixed sleep.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what}: not reached within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 class AirflowClient:

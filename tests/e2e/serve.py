@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .airflow import wait_until
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every queue the e2e DAGs send bundle tasks to.

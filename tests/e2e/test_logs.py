@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 from typing import Any
 
 import fsspec
 import httpx
-import jwt
 import pytest
 
-from .airflow import AirflowClient, wait_until
+from tests.logs.tokens import log_token
+from tests.polling import wait_until
+
+from .airflow import AirflowClient
 from .serve import ServeProcess
 from .stack import AirflowStack
 
@@ -63,18 +64,8 @@ def _require_remote_logging(stack: AirflowStack) -> None:
 
 
 def _log_token(stack: AirflowStack, filename: str, **changes: Any) -> str:
-    """A log-server token as the api-server makes it, signed with the stack's [api] secret_key."""
-    now = int(time.time())
-    claims = {
-        "jti": uuid.uuid4().hex,
-        "aud": "task-instance-logs",
-        "nbf": now,
-        "iat": now,
-        "exp": now + 30,
-        "filename": filename,
-        **changes,
-    }
-    return jwt.encode(claims, stack.env["AIRFLOW__API__SECRET_KEY"], algorithm="HS512")
+    """A log-server token signed with the stack's [api] secret_key, as its api-server signs it."""
+    return log_token(filename, stack.env["AIRFLOW__API__SECRET_KEY"], **changes)
 
 
 def test_finished_task_log_shows_every_channel_with_secrets_masked(

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from .airflow import AirflowClient, wait_until
+from tests.polling import wait_until
+
+from .airflow import AirflowClient
 from .broker import messages_of_run
 from .serve import QUEUES, ServeProcess
 from .stack import AirflowStack

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .airflow import wait_until
+from tests.polling import wait_until
+
 from .serve import ServeProcess
 from .stack import AirflowStack
 

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from .airflow import AirflowClient, wait_until
+from tests.polling import wait_until
+
+from .airflow import AirflowClient
 from .broker import messages_of_run
 from .stack import AirflowStack
 

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .airflow import wait_until
+from tests.polling import wait_until
+
 from .serve import QUEUES, REPO, ServeProcess
 from .stack import AirflowStack
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from supervisor.errors import ConfigError
 from supervisor.logs.server import LogServer
+from tests.logs.tokens import log_token
 
 SECRET = "unit-test-secret-key-0123456789abcdef0123456789abcdef0123456789abcdef"
 REL = "dag_id=d/run_id=manual__2026-01-01T00:00:00+00:00/task_id=t/attempt=1.log"
@@ -22,19 +22,7 @@ BODY = b'{"timestamp":"2026-01-01T00:00:00.000000Z","level":"info","event":"hell
 
 
 def token(filename: str = REL, *, secret: str = SECRET, **changes: Any) -> str:
-    """Like Airflow's JWTGenerator for log requests: HS512, 30 s, aud task-instance-logs."""
-    now = int(time.time())
-    claims = {
-        "jti": uuid.uuid4().hex,
-        "aud": "task-instance-logs",
-        "nbf": now,
-        "iat": now,
-        "exp": now + 30,
-        "filename": filename,
-        **changes,
-    }
-    claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, secret, algorithm="HS512", headers={"kid": "not-used"})
+    return log_token(filename, secret, **changes)
 
 
 @pytest.fixture

@@ -7,11 +7,6 @@ the token), while the worker keeps serving; Celery's remote control must see the
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +16,12 @@ import redis
 from celery import Celery
 from kombu import Producer
 
-from tests.conftest import REPO
+from tests.polling import wait_until
 
-BROKER = "redis://127.0.0.1:6379/13"
-BACKEND = "redis://127.0.0.1:6379/14"
+from .conftest import BROKER, ServeProcess, serve_env
+
 #: Shaped like a JWT so the masking check means something; signed by nobody.
 TOKEN = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLW5vdC1yZWFs"
-READY_TIMEOUT_S = 60
 RESULT_TIMEOUT_S = 30
 
 
@@ -54,51 +48,19 @@ def _workload(**changes: object) -> dict[str, object]:
     return workload
 
 
-class Worker:
-    """`supervisor serve` on one private queue; output in `log_path`."""
+class Worker(ServeProcess):
+    """`supervisor serve` on one private queue, with no log server (several may run at once)."""
 
     def __init__(self, tmp: Path) -> None:
         self.queue = f"intake-test-{uuid.uuid4().hex[:8]}"
-        self.log_path = tmp / "serve.log"
-        env = {
-            **os.environ,
-            "AIRFLOW__CELERY__BROKER_URL": BROKER,
-            "AIRFLOW__CELERY__RESULT_BACKEND": BACKEND,
+        env = serve_env(
             # Never reached by these tests: every message is refused before any API call.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:9/execution/",
-            "SUPERVISOR_HOME": str(tmp / "home"),
-            # Several of these at once, and maybe an e2e serve on :8793: no log server.
-            "SUPERVISOR__SKIP_SERVE_LOGS": "true",
-        }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "supervisor",
-                    "serve",
-                    "--queues",
-                    self.queue,
-                    "--concurrency",
-                    "2",
-                    "--hostname",
-                    f"{self.queue}.test",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while " ready." not in self.log():
-            assert self.process.poll() is None, f"serve exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"serve not ready:\n{self.log()}"
-            time.sleep(0.1)
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:9/execution/",
+            SUPERVISOR_HOME=str(tmp / "home"),
+            SUPERVISOR__SKIP_SERVE_LOGS="true",
+        )
+        args = ["--queues", self.queue, "--concurrency", "2", "--hostname", f"{self.queue}.test"]
+        super().__init__(tmp, args, env)
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +70,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         worker.wait_ready()
         yield worker
     finally:
-        worker.process.send_signal(signal.SIGTERM)
-        code = worker.process.wait(60)
-        assert code == 0, worker.log()
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Celery]:
-    app = Celery("airflow-scheduler-stand-in", broker=BROKER, backend=BACKEND)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    yield app
-    app.close()
+        assert worker.stop() == 0, worker.log()
 
 
 def _send(client: Celery, worker: Worker, *args: object) -> tuple[str, object]:
@@ -177,10 +129,10 @@ def test_undecodable_messages_are_dropped_and_the_worker_keeps_serving(
     broker = redis.Redis.from_url(BROKER)
     assert broker.llen(worker.queue) == 0
     # Acks come late, just after the result is stored: wait for them, with a deadline.
-    deadline = time.monotonic() + RESULT_TIMEOUT_S
-    while [v for v in broker.hvals("unacked") if worker.queue.encode() in v]:
-        assert time.monotonic() < deadline, "a message was left unacked"
-        time.sleep(0.05)
+    wait_until(
+        lambda: not [v for v in broker.hvals("unacked") if worker.queue.encode() in v],
+        timeout=RESULT_TIMEOUT_S, interval=0.05, what="no message of ours left unacked",
+    )  # fmt: skip
 
 
 def test_celery_remote_control_sees_the_worker(worker: Worker, client: Celery):

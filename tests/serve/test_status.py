@@ -10,15 +10,12 @@ looked at the running TI. No sleeps: every wait is on an event or polls with a d
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,10 +30,9 @@ from supervisor.store import BundleStore
 from tests.api.conftest import WORKLOAD_TOKEN, FakeExecutionApi, load_fixture
 from tests.conftest import REPO
 
-BROKER = "redis://127.0.0.1:6379/13"
-BACKEND = "redis://127.0.0.1:6379/14"
+from .conftest import ServeProcess, serve_env
+
 BUNDLE = "example-etl==2.0.0"
-READY_TIMEOUT_S = 60
 RESULT_TIMEOUT_S = 60
 #: Labels of the bundle version every task here runs in.
 V2 = {"bundle": "example-etl", "version": "2.0.0"}
@@ -93,14 +89,13 @@ class HttpFakeApi:
         return Handler
 
 
-class Serve:
+class Serve(ServeProcess):
     """`supervisor serve` on a private queue, home and metrics port."""
 
     def __init__(self, tmp: Path, home: Path, api: HttpFakeApi) -> None:
         self.home = home
         self.queue = f"status-test-{uuid.uuid4().hex[:8]}"
         self.metrics_port = _free_port()
-        self.log_path = tmp / "serve.log"
         config = tmp / "supervisor.toml"
         config.write_text(
             f'[supervisor]\nqueues = ["{self.queue}"]\nheartbeat_interval_s = 1\n'
@@ -108,26 +103,8 @@ class Serve:
             f'[supervisor.queue_to_bundle]\n"{self.queue}" = "{BUNDLE}"\n'
             "[celery]\nworker_concurrency = 2\n"
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SUPERVISOR"))}
-        env |= {
-            "AIRFLOW__CELERY__BROKER_URL": BROKER,
-            "AIRFLOW__CELERY__RESULT_BACKEND": BACKEND,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": api.url,
-            "SUPERVISOR_HOME": str(home),
-        }
-        self.env = env
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "serve", "--config", str(config),
-                 "--hostname", f"{self.queue}.test"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        _poll(lambda: " ready." in self.log(), READY_TIMEOUT_S, "serve ready", self)
+        env = serve_env(AIRFLOW__CORE__EXECUTION_API_SERVER_URL=api.url, SUPERVISOR_HOME=str(home))
+        super().__init__(tmp, ["--config", str(config), "--hostname", f"{self.queue}.test"], env)
 
     def status(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -154,16 +131,6 @@ MetricKey = tuple[str, tuple[tuple[str, str], ...]]
 
 def _key(name: str, **labels: str) -> MetricKey:
     return name, tuple(sorted(labels.items()))
-
-
-def _poll(check: Callable[[], Any], timeout_s: float, what: str, serve: Serve) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert serve.process.poll() is None, (
-            f"serve exited while waiting for {what}:\n{serve.log()}"
-        )
-        assert time.monotonic() < deadline, f"no {what} after {timeout_s}s:\n{serve.log()}"
-        time.sleep(0.05)
 
 
 def _workload(queue: str, task_id: str) -> tuple[str, str]:
@@ -208,17 +175,7 @@ def serve(
         yield serve
     finally:
         api.release.set()
-        serve.process.send_signal(signal.SIGTERM)
-        code = serve.process.wait(60)
-        assert code == 0, serve.log()
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Celery]:
-    app = Celery("airflow-scheduler-stand-in", broker=BROKER, backend=BACKEND)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    yield app
-    app.close()
+        assert serve.stop() == 0, serve.log()
 
 
 def _run(client: Celery, serve: Serve, task_id: str) -> str:
@@ -234,7 +191,7 @@ def test_status_lists_the_running_ti_then_metrics_count_it(
     api.fake.variables["example_var"] = "hello"
     ti_id, workload = _workload(serve.queue, "read_variable")
     result = client.send_task("execute_workload", args=[workload], queue=serve.queue)
-    _poll(api.reached.is_set, RESULT_TIMEOUT_S, "read_variable's host call", serve)
+    serve.wait_for(api.reached.is_set, "read_variable's host call", RESULT_TIMEOUT_S)
 
     status = serve.status_json()
     (running,) = status["running"]
