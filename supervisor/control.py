@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import supervisor
+from supervisor.background import serve_in_thread, stop_server
 from supervisor.config import CONTROL_SOCKET
 from supervisor.errors import NotServing
 
@@ -228,10 +229,7 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
         self._server = _UnixServer(str(self.path), self.sources)
         os.chmod(self.path, 0o600)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="control-socket", daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "control-socket")
         log.debug("control.listening", extra={"path": str(self.path)})
         return self
 
@@ -242,10 +240,7 @@ class ControlServer:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        stop_server(self._server, self._thread)
         self.path.unlink(missing_ok=True)
         self._server = self._thread = None
 

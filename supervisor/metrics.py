@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from supervisor.background import stop_server
 from supervisor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -233,10 +234,7 @@ class MetricsServer:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        stop_server(self._server, self._thread)
         self._server = self._thread = None
 
     def __enter__(self) -> MetricsServer:

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import jwt
 
+from supervisor.background import serve_in_thread, stop_server
 from supervisor.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,7 @@ class LogServer:
                 "[logging] worker_log_server_port (AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT) to "
                 "the port the api-server uses and free it, or SUPERVISOR__SKIP_SERVE_LOGS=true"
             ) from exc
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": POLL_INTERVAL_S},
-            name="log-server",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._httpd, "log-server", poll_interval_s=POLL_INTERVAL_S)
         log.info(
             "log_server.started",
             extra={"host": self.host, "port": self.port, "folder": str(self.folder)},
@@ -113,10 +108,7 @@ class LogServer:
         if httpd is None:
             return
         port = httpd.server_address[1]
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        stop_server(httpd, self._thread)
         log.debug("log_server.stopped", extra={"port": port})
 
     def __enter__(self) -> LogServer:
