@@ -2,7 +2,7 @@
 
 Real processes throughout: the serve subprocess, its Celery worker on real Redis (a private
 queue), the example bundle's runtime in its own venv, and an HTTP Execution API. The API is the
-in-memory fake of tests/api (FakeExecutionApi) served over real HTTP, so the test can hold one
+in-memory fake of tests/api served over real HTTP (tests/apistub.py), so the test can hold one
 HostCall open: `read_variable` asks for `example_var` and the answer waits until the test has
 looked at the running TI. No sleeps: every wait is on an event or polls with a deadline.
 """
@@ -13,10 +13,8 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.store import BundleStore
-from tests.api.conftest import WORKLOAD_TOKEN, FakeExecutionApi, load_fixture
+from tests.api.conftest import WORKLOAD_TOKEN
+from tests.apistub import HttpFakeApi
 from tests.conftest import REPO
 
 from .conftest import ServeProcess, serve_env
@@ -36,57 +35,12 @@ BUNDLE = "example-etl==2.0.0"
 RESULT_TIMEOUT_S = 60
 #: Labels of the bundle version every task here runs in.
 V2 = {"bundle": "example-etl", "version": "2.0.0"}
-#: The path the gate holds: example_etl.read_variable asks for this variable.
-GATED = "variables/example_var"
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class HttpFakeApi:
-    """FakeExecutionApi over real HTTP; GET `GATED` waits until `release` is set."""
-
-    def __init__(self) -> None:
-        run_context = load_fixture("exec-api-transcript.json")[5]["response"]["json"]
-        self.fake = FakeExecutionApi(run_context=run_context)
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/execution/"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-api")
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = httpx.Request(
-                    self.command, f"http://fake{self.path}", headers=dict(self.headers),
-                    content=body,
-                )  # fmt: skip
-                if self.command == "GET" and self.path.endswith(GATED):
-                    api.reached.set()
-                    api.release.wait(RESULT_TIMEOUT_S)
-                reply = api.fake.handle(request)
-                self.send_response(reply.status_code)
-                for name, value in reply.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.content)))
-                self.end_headers()
-                self.wfile.write(reply.content)
-
-            do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _any
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 class Serve(ServeProcess):
@@ -150,13 +104,8 @@ def _workload(queue: str, task_id: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[HttpFakeApi]:
-    api = HttpFakeApi()
-    api.thread.start()
-    yield api
-    api.release.set()
-    api.server.shutdown()
-    api.server.server_close()
-    api.thread.join()
+    with HttpFakeApi() as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
