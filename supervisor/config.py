@@ -192,6 +192,15 @@ class WorkersSettings(_Section):
         return self
 
 
+class SchedulerSettings(_Section):
+    task_instance_heartbeat_timeout: int = _setting(
+        300,
+        "Airflow fails a TI without a heartbeat this long; we keep a TI through an API outage "
+        "until then.",
+        ge=1,
+    )
+
+
 class SupervisorSettings(_Section):
     home: Path = _setting(
         default_factory=DEFAULT_HOME.expanduser,
@@ -206,6 +215,12 @@ class SupervisorSettings(_Section):
         min_length=1,
     )
     heartbeat_interval_s: float = _setting(5.0, "Seconds between TI heartbeats.", gt=0, le=60)
+    drain_grace_s: float = _setting(
+        300.0,
+        "On SIGTERM, running TIs get this long to finish before they are cancelled "
+        "(a second SIGTERM or SIGINT ends it at once).",
+        ge=0,
+    )
     start_timeout_s: float = _setting(30.0, "Seconds a runtime may take to start.", gt=0)
     max_tasks_per_runtime: int = _setting(
         100, "Recycle a runtime after this many tasks (0: never).", ge=0
@@ -270,6 +285,7 @@ class Settings(_Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     api: ApiSettings = ApiSettings()
     workers: WorkersSettings = WorkersSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     #: The TOML file the settings were read from, if any.
     config_file: Path | None = None

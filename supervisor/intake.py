@@ -10,7 +10,13 @@ a bundle runtime process, and forking after gRPC is initialised is unsafe (grpc/
 The Celery result is written when `handle` returns, i.e. after the TI's final state reached the
 Execution API: SUCCESS when the TI was handled (whatever its Airflow state), FAILURE when it could
 not be run. A duplicate delivery of a TI that is already running is ignored (no result), as
-Airflow's own worker does.
+Airflow's own worker does. So is a TI whose final state is still waiting for an unreachable API
+when the worker stops: the journal keeps it, and the next start sends it and writes the result
+(`result_writer`); a result written before Airflow has the state would fail the TI.
+
+Shutdown: SIGTERM and SIGINT both start Celery's warm shutdown and the drain's grace
+(drain.py); a second SIGTERM or SIGINT ends the grace at once. SIGQUIT stays Celery's cold
+shutdown.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals, states
+from celery.apps.worker import install_worker_term_handler
 from celery.exceptions import Ignore
 
 from supervisor.config import Settings
+from supervisor.drain import Drain
 from supervisor.errors import AlreadyRunning, BundleError, SupervisorError, WorkloadError
+from supervisor.recovery import DeliveryPending
 from supervisor.workload import Workload, parse_celery_args
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,8 @@ APP_NAME = "airflow.providers.celery.executors.celery_executor"
 EXPECTED_ERRORS = (WorkloadError, BundleError, SupervisorError)
 
 Handler = Callable[[Workload, str], None]
+#: Told the Celery id of every message whose result Celery has just stored.
+ResultHook = Callable[[str], None]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -48,7 +59,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def create_app(settings: Settings, handle: Handler) -> Celery:
+def create_app(
+    settings: Settings, handle: Handler, *, on_result: ResultHook | None = None
+) -> Celery:
     """A Celery app configured as Airflow's, with `execute_workload` bound to `handle`."""
     app = Celery(APP_NAME)
     app.conf.update(
@@ -70,7 +83,11 @@ def create_app(settings: Settings, handle: Handler) -> Celery:
         worker_enable_remote_control=True,
     )
 
-    @app.task(name=TASK_NAME, bind=True, throws=EXPECTED_ERRORS)
+    def after_return(task: Any, status: str, *_: Any) -> None:
+        if on_result is not None and status in states.READY_STATES:
+            on_result(str(task.request.id))
+
+    @app.task(name=TASK_NAME, bind=True, throws=EXPECTED_ERRORS, after_return=after_return)
     def execute_workload(task: Any, *args: Any, **kwargs: Any) -> None:
         celery_id = str(task.request.id)
         try:
@@ -83,8 +100,20 @@ def create_app(settings: Settings, handle: Handler) -> Celery:
         except AlreadyRunning:
             log.info("workload.duplicate", extra={"celery_id": celery_id, "ti_id": workload.ti.id})
             raise Ignore() from None
+        except DeliveryPending:
+            log.warning("workload.pending", extra={"celery_id": celery_id, "ti_id": workload.ti.id})
+            raise Ignore() from None
 
     return app
+
+
+def result_writer(app: Celery) -> ResultHook:
+    """Writes SUCCESS for a message handled by an earlier process (journal recovery)."""
+
+    def write(celery_id: str) -> None:
+        app.backend.store_result(celery_id, None, states.SUCCESS)
+
+    return write
 
 
 def run_worker(
@@ -92,14 +121,30 @@ def run_worker(
     *,
     queues: list[str],
     concurrency: int,
+    drain: Drain | None = None,
     hostname: str | None = None,
     loglevel: str = "INFO",
 ) -> int:
     """Run Celery's worker in this (main) thread until warm shutdown; return its exit code.
 
-    SIGTERM (and the first SIGINT) starts a warm shutdown: no new messages, running TIs finish.
+    SIGTERM or SIGINT starts a warm shutdown: no new messages, running TIs finish within the
+    drain's grace; a second one ends the grace.
     """
-    worker = app.Worker(
+
+    def shutting_down(sig: str = "", **_: Any) -> None:
+        if drain is not None:
+            drain.signal(sig)
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
+
+    class Worker(app.Worker):  # type: ignore[name-defined,misc]
+        def install_platform_tweaks(self, worker: Any) -> None:
+            super().install_platform_tweaks(worker)
+            # Celery turns a second SIGINT into a cold shutdown, which requeues the messages of
+            # TIs that are still running; we want it to shorten the drain, like SIGTERM.
+            install_worker_term_handler(worker, sig="SIGINT")
+
+    worker = Worker(
         hostname=hostname or f"supervisor@{socket.gethostname()}",
         queues=queues,
         concurrency=concurrency,
@@ -109,5 +154,8 @@ def run_worker(
         task_events=True,
         optimization="fair",
     )
-    worker.start()
+    try:
+        worker.start()
+    finally:
+        signals.worker_shutting_down.disconnect(shutting_down)
     return int(worker.exitcode or 0)

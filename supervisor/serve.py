@@ -1,5 +1,7 @@
 """Composes `supervisor serve`: components start in the order listed and stop in reverse.
 
+    journal -> <home>/run/journal.sqlite3, what each TI still owes Airflow (journal.py); its
+               lock keeps a second serve off this home
     store   -> installed bundles on disk (read-only here)
     xcom    -> the XCom backend of [core] xcom_backend (supervisor/xcom/); bad settings stop us
     pool    -> warm runtimes per bundle version
@@ -8,12 +10,15 @@
     api     -> one Execution API client (one connection pool) for every TI
     uploads -> remote log uploads after each TI (logs/remote.py), when remote_logging is on
     control -> <home>/run/control.sock, what `supervisor status` reads (control.py)
+    settle  -> in the background, what the previous process left in the journal (recovery.py)
     runner  -> drives each TI (taskrun)
     intake  -> Celery's worker; blocks in the main thread until warm shutdown
 
-Celery's warm shutdown (SIGTERM, first SIGINT) stops consuming and lets running TIs finish;
-then queued log uploads finish (they may need the API client), the API client closes, the log
-server stops, and the pool stops every runtime (Shutdown -> SIGTERM -> SIGKILL).
+Celery's warm shutdown (SIGTERM or SIGINT) stops consuming and lets running TIs finish within
+supervisor.drain_grace_s (a second signal ends the grace: drain.py); then queued log uploads
+finish (they may need the API client), the API client closes, the log server stops, and the
+pool stops every runtime (Shutdown -> SIGTERM -> SIGKILL). A state Airflow could not be told
+stays in the journal for the next start.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from contextlib import AbstractContextManager, nullcontext
 from supervisor.api.client import ExecutionApiClient
 from supervisor.config import Settings
 from supervisor.control import ControlServer, RunningTasks, StatusSources
-from supervisor.intake import create_app, run_worker
+from supervisor.drain import Drain
+from supervisor.intake import create_app, result_writer, run_worker
+from supervisor.journal import Journal
 from supervisor.logs.remote import RemoteLogs
 from supervisor.logs.server import LogServer
 from supervisor.metrics import Metrics, MetricsServer
 from supervisor.pool import RuntimePool
+from supervisor.recovery import Settler
 from supervisor.store import BundleStore
 from supervisor.taskrun import TaskRunner
 from supervisor.xcom import backend_from_settings
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop; returns the process exit code."""
     own = settings.supervisor
+    journal = Journal(own.home)  # refuses a second serve on this home
+    drain = Drain(own.drain_grace_s)
     store = BundleStore(own.home)
     xcom = backend_from_settings(settings)  # a bad [common.io] setting stops us here
     metrics, running = Metrics(), RunningTasks()
@@ -46,6 +56,7 @@ def serve(settings: Settings) -> int:
     metrics.watch(pool=pool, store=store)
     try:
         log.debug("serve.start", extra={"component": "logs"})
+        settler: Settler | None = None
         with (
             _metrics_server(settings, metrics) as metrics_server,
             _log_server(settings),
@@ -62,18 +73,33 @@ def serve(settings: Settings) -> int:
                 xcom=xcom,
                 metrics=metrics,
                 running=running,
+                journal=journal,
+                drain=drain,
+                give_up=drain.expired,
             )
-            app = create_app(settings, runner.handle)
+            app = create_app(settings, runner.handle, on_result=runner.result_written)
+            settler = Settler(
+                journal,
+                api,
+                base_log_folder=settings.logging.base_log_folder,
+                write_result=result_writer(app),
+                give_up=drain.expired,
+            ).start()
             _log_ready(settings, store, metrics_server)
             return run_worker(
                 app,
                 queues=list(own.queues),
                 concurrency=settings.celery.worker_concurrency,
+                drain=drain,
                 hostname=f"supervisor@{own.hostname}",
             )
     finally:
+        drain.expired.set()  # anything still waiting on the API gives up to the journal
+        if settler is not None:
+            settler.join(timeout=5)
         log.debug("serve.stop", extra={"component": "pool"})
         pool.close()
+        journal.close()
         log.info("serve.stopped")
 
 

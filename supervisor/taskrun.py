@@ -26,14 +26,17 @@ import logging
 import os
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from supervisor.control import RunningTasks
 from supervisor.errors import (
     AlreadyRunning,
+    ApiUnavailable,
     BundleError,
     ExecutionApiError,
     RuntimeLost,
@@ -55,6 +58,7 @@ from supervisor.plugin.messages import (
     Succeeded,
     TaskStart,
 )
+from supervisor.recovery import DELIVERED, deliver
 from supervisor.resolve import resolve
 from supervisor.xcom.backend import DatabaseXCom, XComAddress
 
@@ -63,6 +67,8 @@ if TYPE_CHECKING:
     from supervisor.api.models import TIRunContext
     from supervisor.api.task import TaskApi
     from supervisor.config import Settings
+    from supervisor.drain import Drain
+    from supervisor.journal import Journal
     from supervisor.logs.remote import RemoteLogs
     from supervisor.plugin.runtime import Runtime
     from supervisor.pool import RuntimePool
@@ -93,6 +99,12 @@ class TaskRunner:
     metrics: Metrics = field(default_factory=Metrics)
     #: The TIs in flight, for `supervisor status`.
     running: RunningTasks = field(default_factory=RunningTasks)
+    #: Durable record of what each TI still owes Airflow (journal.py); None: nothing survives us.
+    journal: Journal | None = None
+    #: The shutdown clock (drain.py); None: TIs are never cut short.
+    drain: Drain | None = None
+    #: Set when state deliveries must stop waiting for the API (the drain's end).
+    give_up: threading.Event = field(default_factory=threading.Event)
 
     def handle(self, workload: Workload, celery_id: str) -> None:
         """Run one workload to its final state; raises AlreadyRunning for duplicates."""
@@ -104,6 +116,11 @@ class TaskRunner:
             except Exception:
                 self.metrics.task_finished(self.running.bundle_of(workload.ti.id), NOT_REPORTED)
                 raise
+
+    def result_written(self, celery_id: str) -> None:
+        """Celery stored the message's result: the TI owes nothing more (journal row goes)."""
+        if self.journal is not None:
+            self.journal.result_written(celery_id)
 
 
 class TaskRun:
@@ -128,6 +145,8 @@ class TaskRun:
             "celery_id": celery_id,
         }
         self.task_log: TaskLog | None = None
+        self.celery_id = celery_id
+        self.journal = runner.journal
         #: Milliseconds per phase (prepare, run, execute, report) for ti.finished.
         self.phase_ms: dict[str, float] = {}
         self._lap_at = time.monotonic()
@@ -146,13 +165,15 @@ class TaskRun:
             self.runner.running.update(self.ti.id, bundle=bundle and bundle.label, runtime=runtime)
             self.runner.metrics.queue_wait(time.monotonic() - started)
             pid = runtime.pid if runtime else os.getpid()
-            api = self.runner.api.for_task(self.ti.id, self.workload.token)
+            api = self.runner.api.for_task(self.ti.id, self.workload.token, on_refresh=self._token)
             context = api.run(
                 hostname=self.hostname,
                 unixname=getpass.getuser(),
                 pid=pid,
                 start_date=datetime.now(UTC),
             )
+            self._journal_started(api, context, runtime)
+            api.state_sender = lambda body: self._deliver(api, body)
             self._lap("run")
             log.info("ti.started", extra={**self.context, "bundle": bundle and bundle.label})
             self._clear_xcoms(api, context)
@@ -160,6 +181,8 @@ class TaskRun:
                 state = self._report_failure(api, context, problem or "no runtime")
             else:
                 state = self._execute(api, context, bundle, runtime)
+            if state == GONE and self.journal is not None:
+                self.journal.reported(str(self.ti.id))  # nothing to report; the result is owed
         if self.runner.remote_logs is not None:  # queued: never delays or fails the TI
             self.runner.remote_logs.upload(
                 path, self._log_path(), get_connection=api.get_connection, context=self.context
@@ -171,6 +194,53 @@ class TaskRun:
             extra={**self.context, "state": state, "duration_s": duration_s, **self.phase_ms},
         )
         self.runner.metrics.task_finished(bundle and bundle.label, state)
+
+    def _journal_started(
+        self, api: TaskApi, context: TIRunContext, runtime: Runtime | None
+    ) -> None:
+        """Airflow now thinks we run this TI: record what a restart needs to settle it."""
+        if self.journal is None:
+            return
+        self.journal.started(
+            ti_id=str(self.ti.id),
+            celery_id=self.celery_id,
+            token=api.execution_token or "",
+            should_retry=context.should_retry,
+            ti={k: v for k, v in self.context.items() if k not in ("ti_id", "celery_id")}
+            | {"map_index": self.ti.map_index},
+            log_path=self._log_path(),
+            runtime_pid=runtime.pid if runtime else None,
+            runtime_started=_create_time(runtime.pid) if runtime else None,
+        )
+
+    def _token(self, token: str) -> None:
+        if self.journal is not None:
+            self.journal.token_refreshed(str(self.ti.id), token)
+
+    def _deliver(self, api: TaskApi, state: dict[str, Any]) -> None:
+        """Journal the final state, then send it until Airflow has it (recovery.deliver).
+
+        Raises DeliveryPending when the worker stops first: the journal keeps the state and the
+        intake leaves the Celery result unwritten, for the next start to finish both.
+        """
+        ti_id = str(self.ti.id)
+        if self.journal is not None:
+            self.journal.reporting(ti_id, state)
+
+        def waiting(exc: ApiUnavailable, wait_s: float) -> None:
+            self._note(
+                f"Execution API unreachable; the final state {state['state']!r} is kept and "
+                f"sent again in {wait_s:g}s ({exc})",
+                level="warning",
+            )
+            log.warning("ti.state_pending", extra={**self.context, "wait_s": wait_s})
+
+        outcome = deliver(api, state, give_up=self.runner.give_up, on_wait=waiting)
+        if outcome != DELIVERED:
+            self._note(f"Final state {state['state']!r} not recorded: {outcome}", level="warning")
+            log.warning("ti.state_refused", extra={**self.context, "reason": outcome})
+        if self.journal is not None:
+            self.journal.reported(ti_id)
 
     def _lap(self, phase: str) -> None:
         """End `phase` now; its duration goes into ti.finished as `<phase>_ms`."""
@@ -262,8 +332,12 @@ class TaskRun:
         )
         heartbeat.start()
         watchdog = self._start_watchdog(runtime, timeout_s)
+        drained = self.runner.drain.watch(lambda why: self._cut_short(runtime, why)) if (
+            self.runner.drain
+        ) else nullcontext()
         try:
-            outcome: Outcome = runtime.execute(start, host, cancel=self.cancel)
+            with drained:
+                outcome: Outcome = runtime.execute(start, host, cancel=self.cancel)
         except RuntimeLost as exc:
             outcome = Failed(retryable=True, error=ErrorInfo(type="RuntimeLost", message=str(exc)))
         finally:
@@ -342,17 +416,31 @@ class TaskRun:
     # -- background ----------------------------------------------------------------------------
 
     def _heartbeat(self, api: TaskApi, pid: int) -> None:
-        """Heartbeat until the task ends; cancel it when Airflow says stop or keeps failing."""
+        """Heartbeat until the task ends; cancel it when Airflow says stop or keeps refusing.
+
+        An unreachable API (network errors, 5xx) is an outage, not a refusal: the task keeps
+        running until Airflow's own heartbeat timeout would have failed the TI anyway, so an
+        outage shorter than that costs nothing. Other errors count towards
+        [workers] max_failed_heartbeats in a row, as in Airflow's supervisor.
+        """
         failures = 0
         limit = self.settings.workers.max_failed_heartbeats
+        outage_limit_s = self.settings.scheduler.task_instance_heartbeat_timeout
+        last_ok = time.monotonic()
         while not self.done.wait(self.settings.supervisor.heartbeat_interval_s):
             try:
                 api.heartbeat(hostname=self.hostname, pid=pid)
-                failures = 0
+                failures, last_ok = 0, time.monotonic()
             except TaskInstanceGone as exc:
                 self.gone.set()
                 self._stop(f"Airflow no longer expects this TI to run here ({exc})")
                 return
+            except ApiUnavailable as exc:
+                silent_s = time.monotonic() - last_ok
+                self._note(f"Heartbeat failed, Execution API unreachable: {exc}", level="warning")
+                log.warning("ti.heartbeat_failed", extra={**self.context, "silent_s": silent_s})
+                if silent_s >= outage_limit_s:
+                    self._stop(f"no heartbeat reached Airflow for {silent_s:.0f}s")
             except ExecutionApiError as exc:
                 failures += 1
                 self._note(f"Heartbeat failed ({failures}/{limit}): {exc}", level="warning")
@@ -379,6 +467,21 @@ class TaskRun:
         if timeout_s:
             timer.start()
         return timer
+
+    def _cut_short(self, runtime: Runtime, reason: str) -> None:
+        """Cancel the task (drain over); stop its runtime if it ignores that for a grace."""
+        self._stop(reason)
+
+        def escalate() -> None:
+            if not self.done.wait(CANCEL_GRACE_S):
+                self._note(
+                    f"Stopping runtime pid {runtime.pid}: task ignored its cancel for "
+                    f"{CANCEL_GRACE_S:g}s",
+                    level="error",
+                )
+                runtime.stop(grace_s=0)
+
+        threading.Thread(target=escalate, name=f"cut-short:{self.ti.id}", daemon=True).start()
 
     def _stop(self, reason: str) -> None:
         if not self.cancel_reason:
@@ -416,3 +519,11 @@ class TaskRun:
         """A line of the supervisor's about this TI, in its task log (what the UI shows)."""
         if self.task_log is not None:
             self.task_log.write(message, level=level, logger="supervisor", **fields)
+
+
+def _create_time(pid: int) -> float | None:
+    """When `pid` started, so that a restart never mistakes a reused pid for our runtime."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None

@@ -109,9 +109,19 @@ class ExecutionApiClient:
             metrics=metrics,
         )
 
-    def for_task(self, ti_id: UUID | str, workload_token: str) -> TaskApi:
-        """A `TaskApi` for a TI about to start; its first call must be `run`."""
-        return TaskApi(self, str(ti_id), TaskTokens(workload=workload_token))
+    def for_task(
+        self,
+        ti_id: UUID | str,
+        workload_token: str,
+        *,
+        on_refresh: Callable[[str], None] | None = None,
+    ) -> TaskApi:
+        """A `TaskApi` for a TI about to start; its first call must be `run`.
+
+        `on_refresh` is told each new execution token (the journal keeps the latest).
+        """
+        tokens = TaskTokens(workload=workload_token, on_refresh=on_refresh)
+        return TaskApi(self, str(ti_id), tokens)
 
     def resume_task(self, ti_id: UUID | str, execution_token: str) -> TaskApi:
         """A `TaskApi` for a TI already running, e.g. one the journal settles after a restart."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,10 +43,18 @@ class ApiCall:
 class TaskTokens:
     """One TI's tokens: the workload token until /run succeeds, then the latest execution token."""
 
-    def __init__(self, *, workload: str | None = None, execution: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workload: str | None = None,
+        execution: str | None = None,
+        on_refresh: Callable[[str], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._workload = workload
         self._execution = execution
+        #: Told every new execution token (the journal keeps the latest for a restart).
+        self._on_refresh = on_refresh
 
     def for_run(self) -> str:
         with self._lock:
@@ -64,7 +72,9 @@ class TaskTokens:
 
     def refreshed(self, token: str) -> None:
         with self._lock:
-            self._execution = token
+            changed, self._execution = token != self._execution, token
+        if changed and self._on_refresh is not None:
+            self._on_refresh(token)
 
     def run_succeeded(self) -> bool:
         """Drop the workload token; False when /run gave us no execution token to use instead."""
@@ -89,6 +99,9 @@ class TaskApi:
         self._client = client
         self._tokens = tokens
         self.ti_id = ti_id
+        #: Sends every final-state body; taskrun replaces it to journal the state first and to
+        #: keep sending through an outage (recovery.deliver). Defaults to one `send_state`.
+        self.state_sender: Callable[[dict[str, Any]], None] = self.send_state
 
     @property
     def execution_token(self) -> str | None:
@@ -285,10 +298,14 @@ class TaskApi:
     def _ti_path(self, leaf: str) -> str:
         return f"task-instances/{_seg(self.ti_id)}/{leaf}"
 
+    def send_state(self, body: Mapping[str, Any]) -> None:
+        """`PATCH /state` with a finished body (recovery re-sends the ones it journaled)."""
+        self._send("PATCH", self._ti_path("state"), body=dict(body))
+
     def _set_state(self, body: dict[str, Any], *, rendered_map_index: str | None = None) -> None:
         if rendered_map_index is not None:
             body["rendered_map_index"] = rendered_map_index
-        self._send("PATCH", self._ti_path("state"), body=body)
+        self.state_sender(body)
 
     def _send(
         self,
