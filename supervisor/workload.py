@@ -17,16 +17,26 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from supervisor.errors import WorkloadError
 
 #: The only workload type this worker runs.
 EXECUTE_TASK = "ExecuteTask"
-#: Larger workloads are refused before parsing; a real one is under 2 KiB.
+#: Larger workloads are refused before parsing. A real ExecuteTask is under 2 KiB (the captured
+#: Airflow 3.3.2 one in tests/api/fixtures is about 1.2 KiB, most of it the JWT) and nothing in it
+#: grows with the DAG, so 1 MiB is ample while bounding what one message can make us allocate.
 MAX_WORKLOAD_BYTES = 1024 * 1024
 #: The Celery task's parameter name in Airflow (`execute_workload(input: str)`).
 CELERY_ARG_NAME = "input"
@@ -36,6 +46,8 @@ _MAX_QUOTED = 60
 _MIN_SCRUB = 8
 #: What a JWT looks like (base64url of '{"'); such values are never quoted, whatever the field.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_=-]*(\.[A-Za-z0-9_=-]*)?")
+#: What a token may hold: it goes into an HTTP header, where anything else breaks the request.
+_TOKEN_CHARS = re.compile(r"[!-~]+")
 
 
 @dataclass(frozen=True)
@@ -86,23 +98,41 @@ class Workload:
 # -- the JSON edge ------------------------------------------------------------------------------
 
 
+def _no_nul(value: str) -> str:
+    """NUL never belongs in an id or a path, and would break opening the task log file later."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _header_safe(value: str) -> str:
+    """The token is sent as an HTTP header; say so here rather than fail in the API client."""
+    if not _TOKEN_CHARS.fullmatch(value):
+        raise ValueError("must be printable ASCII without spaces (a JWT)")
+    return value
+
+
+#: Every text field we use: strict (no numbers as strings) and NUL-free.
+_Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+
+
 class _Edge(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class _BundleInfoJson(_Edge):
-    name: StrictStr
-    version: StrictStr | None = None
+    name: _Text
+    version: _Text | None = None
 
 
 class _TaskInstanceJson(_Edge):
     id: UUID
-    task_id: StrictStr = Field(min_length=1)
-    dag_id: StrictStr = Field(min_length=1)
-    run_id: StrictStr = Field(min_length=1)
+    task_id: _Text = Field(min_length=1)
+    dag_id: _Text = Field(min_length=1)
+    run_id: _Text = Field(min_length=1)
     try_number: StrictInt = Field(ge=0)
     map_index: StrictInt = Field(default=-1, ge=-1)
-    queue: StrictStr = "default"
+    queue: _Text = "default"
     pool_slots: StrictInt = Field(default=1, ge=0)
     priority_weight: StrictInt = 1
     dag_version_id: UUID | None = None
@@ -110,11 +140,11 @@ class _TaskInstanceJson(_Edge):
 
 
 class _ExecuteTaskJson(_Edge):
-    token: StrictStr = Field(min_length=1)
+    token: Annotated[StrictStr, AfterValidator(_header_safe)] = Field(min_length=1)
     ti: _TaskInstanceJson
-    dag_rel_path: StrictStr
+    dag_rel_path: _Text
     bundle_info: _BundleInfoJson
-    log_path: StrictStr | None = None
+    log_path: _Text | None = None
 
 
 def parse_celery_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Workload:
@@ -149,6 +179,7 @@ def parse_workload(json_text: str | bytes | bytearray) -> Workload:
     """
     data = _load_object(json_text)
     _check_type(data)
+    _check_unicode(data)
     try:
         model = _ExecuteTaskJson.model_validate(data)
     except ValidationError as exc:
@@ -180,6 +211,59 @@ def _load_object(json_text: str | bytes | bytearray) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WorkloadError(f"workload must be a JSON object, not a JSON {_json_kind(data)}")
     return data
+
+
+def _check_unicode(data: dict[str, Any]) -> None:
+    """Refuse lone surrogates: JSON's \\ud800 escapes decode to strings that cannot be written
+    as UTF-8, so they would fail later, in a log line or an HTTP request, far from the cause."""
+    # Iterative, as json.loads accepts nesting deeper than a recursive walk could take. Paths are
+    # cons cells (parent, part), rendered only for the message: building each one as a string
+    # would cost O(depth) per value, quadratic for a deep body.
+    stack: list[tuple[Any, _Trail]] = [(data, None)]
+    while stack:
+        value, trail = stack.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                raise WorkloadError(
+                    f"workload field {_render(trail)} holds a lone surrogate, which is not valid "
+                    "Unicode (a \\ud800-\\udfff escape alone); Airflow never sends one"
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    raise WorkloadError(
+                        f"workload has a key in {_render(trail)} that holds a lone surrogate, "
+                        "which is not valid Unicode; Airflow never sends one"
+                    )
+                stack.append((item, (trail, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (trail, i)) for i, item in enumerate(value))
+
+
+#: A path into the JSON as nested (parent, key or index) pairs; None is the top level.
+_Trail = tuple[Any, str | int] | None
+
+
+def _render(trail: _Trail) -> str:
+    parts: list[str] = []
+    while trail is not None:
+        trail, part = trail
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            shown = part if len(part) <= _MAX_QUOTED else part[:_MAX_QUOTED] + "..."
+            parts.append("." + _one_line(shown))
+    text = "".join(reversed(parts)).removeprefix(".")
+    return _JWT.sub("eyJ***", text) if text else "workload"
+
+
+def _is_unicode(text: str) -> bool:
+    """False when `text` holds a lone surrogate (encoding is the fast way to find one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _utf8_size(json_text: str | bytes | bytearray) -> int:
@@ -246,11 +330,18 @@ def _describe(exc: ValidationError, token: str | None) -> str:
         if error["type"] != "missing" and path != "token":
             problem += f" (got {_shown(error.get('input'), token)})"
         problems.append(problem)
-    text = "invalid ExecuteTask workload: " + "; ".join(problems)
+    text = _one_line("invalid ExecuteTask workload: " + "; ".join(problems))
     # Belt and braces: no path above quotes the token, but a message must never carry it.
     if token and len(token) >= _MIN_SCRUB:
         text = text.replace(token, "<hidden>")
     return _JWT.sub("eyJ***", text)
+
+
+def _one_line(text: str) -> str:
+    """Escape what would break a log line: pydantic quotes an offending character raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _shown(value: Any, token: str | None) -> str:
