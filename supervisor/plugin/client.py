@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -57,6 +58,20 @@ _HOST_ERROR_KINDS = {
     "unavailable": runtime_pb2.HostError.KIND_UNAVAILABLE,
 }
 _END: Final = object()
+#: Longest piece of a malformed value quoted in a protocol error or warning.
+_MAX_QUOTED = 80
+#: Longest unreadable Log.fields_json kept, as text, on the task log line.
+_MAX_KEPT = 1000
+
+
+class RuntimeProtocolError(RuntimeLost):
+    """A live runtime broke the protocol: no Result, a second one, a malformed Result, a junk
+    Describe. Like any RuntimeLost it fails the task as retryable and retires the runtime; unlike
+    a crash there is no exit status to wait for.
+
+    Lives here, not in supervisor/errors.py, because only this module can tell; it belongs in that
+    tree as RuntimeLost's one child.
+    """
 
 
 class RuntimeClient:
@@ -126,7 +141,14 @@ class RuntimeClient:
             )
         except grpc.RpcError as exc:
             raise self._lost(f"Describe failed: {_rpc_error_text(exc)}") from exc
-        return _description(response)
+        try:
+            return _description(response)
+        except _Malformed as exc:
+            raise RuntimeProtocolError(
+                f"bundle {self.bundle}: runtime answered Describe with nonsense: {exc}",
+                bundle=self.bundle,
+                pid=self.pid,
+            ) from None
 
     def execute(
         self, start: TaskStart, host: Host, *, cancel: threading.Event | None = None
@@ -137,9 +159,11 @@ class RuntimeClient:
         `cancel` is set, one Cancel is sent; the runtime still ends with a Result.
 
         Raises:
-            RuntimeLost: the stream failed or ended without a Result.
+            RuntimeLost: the stream failed.
+            RuntimeProtocolError: the runtime broke the stream's rules: it ended without a
+                Result, sent two, or sent one that cannot be read.
         """
-        stream = _ExecuteStream(start, host, cancel)
+        stream = _ExecuteStream(start, host, cancel, bundle=self.bundle)
         call = self._runtime.Execute(stream.requests())
         with self._lock:
             self._call = call
@@ -151,9 +175,12 @@ class RuntimeClient:
             raise self._lost(
                 f"Execute stream of ti {start.ti_id} failed: {_rpc_error_text(exc)}"
             ) from exc
-        except _EndedWithoutResult:
-            raise self._lost(
-                f"runtime closed the Execute stream of ti {start.ti_id} without a Result"
+        except _Malformed as exc:
+            raise RuntimeProtocolError(
+                f"bundle {self.bundle}: runtime broke the Execute protocol for ti "
+                f"{start.ti_id}: {exc}",
+                bundle=self.bundle,
+                pid=self.pid,
             ) from None
         finally:
             stream.close()
@@ -188,15 +215,18 @@ class RuntimeClient:
         return RuntimeLost(f"bundle {self.bundle}: {what}", bundle=self.bundle, pid=self.pid)
 
 
-class _EndedWithoutResult(Exception):
-    pass
+class _Malformed(Exception):
+    """A message that breaks the protocol; the text says how, for RuntimeProtocolError."""
 
 
 class _ExecuteStream:
     """One Execute call: the request iterator (fed from a queue) and the response loop."""
 
-    def __init__(self, start: TaskStart, host: Host, cancel: threading.Event | None) -> None:
+    def __init__(
+        self, start: TaskStart, host: Host, cancel: threading.Event | None, *, bundle: str
+    ) -> None:
         self._start = start
+        self._bundle = bundle
         self._host = host
         self._cancel = cancel
         self._queue: queue.Queue[object] = queue.Queue()
@@ -224,6 +254,7 @@ class _ExecuteStream:
         self._queue.put(_END)
 
     def drive(self, call: Iterator[runtime_pb2.RuntimeMessage]) -> Outcome:
+        """Handle messages until the Result; raises _Malformed when the protocol is broken."""
         for message in call:
             kind = message.WhichOneof("kind")
             if kind == "log":
@@ -232,29 +263,48 @@ class _ExecuteStream:
                 self._queue.put(runtime_pb2.HostMessage(host_reply=self._reply(message.host_call)))
             elif kind == "result":
                 outcome = _outcome(message.result)
-                self._finish(call)
+                self._finish(call, outcome)
                 return outcome
             else:
-                logger.warning("runtime.unknown_message", extra={"ti_id": self._start.ti_id})
-        raise _EndedWithoutResult
+                logger.warning("runtime.unknown_message", extra=self._extra())
+        raise _Malformed("the stream ended without a Result")
 
-    def _finish(self, call: Iterator[runtime_pb2.RuntimeMessage]) -> None:
-        """Read the stream to its end, so the runtime is idle again before the next task."""
+    def _finish(self, call: Iterator[runtime_pb2.RuntimeMessage], outcome: Outcome) -> None:
+        """Read the stream to its end, so the runtime is idle again before the next task.
+
+        Other messages after the Result are logged and ignored (docs/protocol.md §6); a second
+        Result is not: two outcomes for one try leave no way to tell which is true.
+        """
         self.close()
         timer = threading.Timer(AFTER_RESULT_S, call.cancel)  # type: ignore[attr-defined]
         timer.daemon = True
         timer.start()
         try:
-            for _ in call:
-                logger.warning("runtime.message_after_result", extra={"ti_id": self._start.ti_id})
+            for message in call:
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    raise _Malformed(
+                        f"it sent a second Result ({message.result.WhichOneof('outcome')}) after "
+                        f"its first ({type(outcome).__name__})"
+                    )
+                logger.warning(
+                    "runtime.message_after_result", extra={**self._extra(), "kind": kind}
+                )
         except grpc.RpcError as exc:
             logger.debug("runtime.stream_end_after_result", extra={"error": _rpc_error_text(exc)})
         finally:
             timer.cancel()
 
+    def _extra(self) -> dict[str, str]:
+        return {"ti_id": self._start.ti_id, "bundle": self._bundle}
+
     def _log(self, log: runtime_pb2.Log) -> None:
+        record, problem = _log_record(log)
+        if problem:
+            # A bad log record is the runtime's bug, not worth failing the task: keep the line.
+            logger.warning("runtime.bad_log_record", extra={**self._extra(), "problem": problem})
         try:
-            self._host.log(_log_record(log))
+            self._host.log(record)
         except Exception:
             # A broken log sink must not fail the task; the worker log shows the bug.
             logger.exception("host.log_failed", extra={"ti_id": self._start.ti_id})
@@ -333,29 +383,73 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
-def _timestamp(message: Any) -> datetime:
-    return message.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+def _timestamp(message: Any, what: str) -> datetime:
+    """A Timestamp as an aware datetime; _Malformed when no datetime can hold it."""
+    try:
+        return message.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _Malformed(
+            f"{what} ({message.seconds} s, {message.nanos} ns) is not a representable date: {exc}"
+        ) from None
+
+
+def _json(text: str, what: str, *, want_object: bool = False) -> Any:
+    """Parse JSON text the runtime sent; _Malformed (quoting its start) when it is not JSON."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, and too-long integers
+        raise _Malformed(f"{what} is not JSON ({exc}): {_quote(text)}") from None
+    except RecursionError:
+        raise _Malformed(f"{what} is nested too deeply to read") from None
+    if want_object and not isinstance(value, dict):
+        raise _Malformed(f"{what} must be a JSON object, got {_quote(text)}")
+    return value
+
+
+def _quote(text: str) -> str:
+    return repr(text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "...")
 
 
 def _error_info(error: runtime_pb2.ErrorInfo) -> ErrorInfo:
     return ErrorInfo(type=error.type, message=error.message, traceback=error.traceback)
 
 
-def _log_record(log: runtime_pb2.Log) -> LogRecord:
-    return LogRecord(
-        timestamp=_timestamp(log.timestamp) if log.HasField("timestamp") else datetime.now(UTC),
+def _log_record(log: runtime_pb2.Log) -> tuple[LogRecord, str | None]:
+    """The record, and what was wrong with it: a bad date becomes now, bad fields are kept as
+    text under `fields_json`, so the line still reaches the task log."""
+    problems = []
+    timestamp = datetime.now(UTC)
+    fields: dict[str, Any] = {}
+    try:
+        if log.HasField("timestamp"):
+            timestamp = _timestamp(log.timestamp, "Log.timestamp")
+    except _Malformed as exc:
+        problems.append(str(exc))
+    try:
+        if log.fields_json:
+            fields = _json(log.fields_json, "Log.fields_json", want_object=True)
+    except _Malformed as exc:
+        problems.append(str(exc))
+        fields = {"fields_json": log.fields_json[:_MAX_KEPT]}
+    record = LogRecord(
+        timestamp=timestamp,
         level=log.level,
         event=log.event,
         logger=log.logger,
-        fields=json.loads(log.fields_json) if log.fields_json else {},
+        fields=fields,
         error=_error_info(log.error) if log.HasField("error") else None,
     )
+    return record, "; ".join(problems) or None
 
 
 def _outcome(result: runtime_pb2.Result) -> Outcome:
+    """The Result as a value; _Malformed when its JSON or dates cannot be read."""
     kind = result.WhichOneof("outcome")
     if kind == "success":
-        return Succeeded(return_value_json=result.success.return_value_json or None)
+        value_json = result.success.return_value_json or None
+        if value_json is not None:
+            _json(value_json, "Success.return_value_json")  # else the XCom push fails later
+        return Succeeded(return_value_json=value_json)
     if kind == "failed":
         failed = result.failed
         error = _error_info(failed.error) if failed.HasField("error") else None
@@ -363,14 +457,21 @@ def _outcome(result: runtime_pb2.Result) -> Outcome:
     if kind == "skipped":
         return Skipped(reason=result.skipped.reason)
     if kind == "rescheduled":
-        return Rescheduled(reschedule_date=_timestamp(result.rescheduled.reschedule_date))
+        when = _timestamp(result.rescheduled.reschedule_date, "Rescheduled.reschedule_date")
+        return Rescheduled(reschedule_date=when)
     if kind == "deferred":
         deferred = result.deferred
         return Deferred(
             trigger_classpath=deferred.trigger_classpath,
-            trigger_kwargs=json.loads(deferred.trigger_kwargs_json or "{}"),
+            trigger_kwargs=_json(
+                deferred.trigger_kwargs_json or "{}",
+                "Deferred.trigger_kwargs_json",
+                want_object=True,
+            ),
             next_method=deferred.next_method,
-            next_kwargs=json.loads(deferred.next_kwargs_json or "{}"),
+            next_kwargs=_json(
+                deferred.next_kwargs_json or "{}", "Deferred.next_kwargs_json", want_object=True
+            ),
             timeout_s=deferred.timeout_s,
         )
     # A Result with no outcome breaks the contract: treat as a retryable failure, not a crash.
@@ -381,6 +482,10 @@ def _outcome(result: runtime_pb2.Result) -> Outcome:
 
 
 def _description(response: runtime_pb2.DescribeResponse) -> RuntimeDescription:
+    """The Describe answer as a value; _Malformed naming every problem when it is unusable."""
+    problems = _description_problems(response)
+    if problems:
+        raise _Malformed("; ".join(problems))
     return RuntimeDescription(
         bundle_name=response.bundle_name,
         bundle_version=response.bundle_version,
@@ -392,6 +497,31 @@ def _description(response: runtime_pb2.DescribeResponse) -> RuntimeDescription:
             for t in response.tasks
         ),
     )
+
+
+def _description_problems(response: runtime_pb2.DescribeResponse) -> list[str]:
+    problems = []
+    if not response.bundle_name or not response.bundle_version:
+        problems.append(
+            f"bundle name {response.bundle_name!r} and version {response.bundle_version!r} "
+            "must both be set"
+        )
+    if response.protocol_version not in protocol.APP_PROTOCOL_VERSIONS:
+        problems.append(
+            f"protocol_version {response.protocol_version} is not one this supervisor speaks "
+            f"{list(protocol.APP_PROTOCOL_VERSIONS)}"
+        )
+    seen: set[tuple[str, str]] = set()
+    for task in response.tasks:
+        name = f"task ({task.dag_id!r}, {task.task_id!r})"
+        if not task.dag_id or not task.task_id:
+            problems.append(f"{name} has an empty dag_id or task_id")
+        elif (task.dag_id, task.task_id) in seen:
+            problems.append(f"{name} is listed twice")
+        if not (math.isfinite(task.timeout_s) and task.timeout_s >= 0):
+            problems.append(f"{name} has timeout_s {task.timeout_s}, not a duration")
+        seen.add((task.dag_id, task.task_id))
+    return problems
 
 
 def _rpc_error_text(exc: grpc.RpcError) -> str:

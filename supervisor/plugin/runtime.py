@@ -16,7 +16,7 @@ from types import TracebackType
 
 from bundle_runtime import protocol
 from supervisor.errors import RuntimeLost, RuntimeStartError
-from supervisor.plugin.client import RuntimeClient
+from supervisor.plugin.client import RuntimeClient, RuntimeProtocolError
 from supervisor.plugin.handshake import StdoutReader, read_handshake
 from supervisor.plugin.launch import RuntimeSpec, launch
 from supervisor.plugin.messages import Host, Outcome, RuntimeDescription, TaskStart
@@ -198,7 +198,8 @@ class Runtime:
 
         Raises:
             RuntimeLost: the process died (message names the exit code or signal and the pid)
-                or the stream broke. The Runtime must then be stopped, not reused.
+                or the stream broke; RuntimeProtocolError when the runtime broke the protocol.
+                The Runtime must then be stopped, not reused.
             RuntimeError: the Runtime is stopped or already running a task (a caller bug).
         """
         if not self._busy.acquire(blocking=False):
@@ -271,6 +272,10 @@ class Runtime:
         """Name the exit code or signal when the process is gone; the stream error otherwise."""
         process = self._parts.process
         ti = f"ti {start.ti_id} ({start.dag_id}.{start.task_id})"
+        if isinstance(exc, RuntimeProtocolError):  # the runtime is alive: no exit status to await
+            return RuntimeProtocolError(
+                f"{exc} (pid {self.pid}, {ti})", bundle=self.spec.bundle, pid=self.pid
+            )
         if not process.exited.wait(_EXIT_STATUS_WAIT_S) or process.exit_code is None:
             return RuntimeLost(
                 f"{exc} (pid {self.pid}, {ti})", bundle=self.spec.bundle, pid=self.pid
