@@ -32,6 +32,7 @@ class Drain:
         self._lock = threading.Lock()
         self._cancels: dict[int, Cancel] = {}
         self._timer: threading.Timer | None = None
+        self._why = ""
 
     def signal(self, signame: str) -> None:
         """A shutdown signal arrived: the first starts the grace, any later one ends it now.
@@ -55,16 +56,17 @@ class Drain:
         with self._lock:
             if self.expired.is_set():
                 return
+            self._why = why
             self.expired.set()
             cancels = list(self._cancels.values())
         if self._timer is not None:
             self._timer.cancel()
         log.warning("drain.expired", extra={"why": why, "cancelled": len(cancels)})
         for cancel in cancels:
-            cancel(self.reason(why))
+            cancel(self.reason())
 
-    def reason(self, why: str = "grace period over") -> str:
-        return f"the worker is shutting down ({why}; drain grace {self.grace_s:g}s)"
+    def reason(self) -> str:
+        return f"the worker is shutting down ({self._why}; drain grace {self.grace_s:g}s)"
 
     @contextmanager
     def watch(self, cancel: Cancel) -> Iterator[None]:

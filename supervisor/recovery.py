@@ -22,7 +22,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
@@ -42,12 +42,39 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
 FIRST_WAIT_S = 1.0
 
+T = TypeVar("T")
+
 #: What `deliver` returns when Airflow has the state.
 DELIVERED = "delivered"
 
 
 class DeliveryPending(Exception):
     """The worker stopped before the API came back; the journal keeps the state for next start."""
+
+
+def keep_trying(
+    call: Callable[[], T],
+    *,
+    give_up: threading.Event,
+    on_wait: Callable[[ApiUnavailable, float], None] | None = None,
+) -> T:
+    """Call `call` until the Execution API answers it (what it answers is the caller's business).
+
+    Raises:
+        DeliveryPending: `give_up` was set while the API was still unreachable.
+    """
+    wait = FIRST_WAIT_S
+    while True:
+        try:
+            return call()
+        except ApiUnavailable as exc:
+            if give_up.is_set():
+                raise DeliveryPending(str(exc)) from exc
+            if on_wait is not None:
+                on_wait(exc, wait)
+            if give_up.wait(wait):
+                raise DeliveryPending(str(exc)) from exc
+            wait = min(wait * 2, MAX_WAIT_S)
 
 
 def deliver(
@@ -62,24 +89,13 @@ def deliver(
     Raises:
         DeliveryPending: `give_up` was set while the API was still unreachable.
     """
-    wait = FIRST_WAIT_S
-    while True:
-        try:
-            api.send_state(state)
-        except TaskInstanceGone as exc:
-            return f"Airflow no longer takes a state for this TI ({exc})"
-        except ApiUnavailable as exc:
-            if give_up.is_set():
-                raise DeliveryPending(str(exc)) from exc
-            if on_wait is not None:
-                on_wait(exc, wait)
-            if give_up.wait(wait):
-                raise DeliveryPending(str(exc)) from exc
-            wait = min(wait * 2, MAX_WAIT_S)
-        except ExecutionApiError as exc:
-            return f"Airflow refused the state ({exc})"
-        else:
-            return DELIVERED
+    try:
+        keep_trying(lambda: api.send_state(state), give_up=give_up, on_wait=on_wait)
+    except TaskInstanceGone as exc:
+        return f"Airflow no longer takes a state for this TI ({exc})"
+    except ExecutionApiError as exc:
+        return f"Airflow refused the state ({exc})"
+    return DELIVERED
 
 
 def lost_state(entry: Entry, reason: str) -> dict[str, Any]:
@@ -148,7 +164,8 @@ class Settler:
                 if entry.phase == RUNNING or state is None:
                     reason = (
                         f"The worker running this task (supervisor pid {entry.supervisor_pid}) "
-                        "stopped before it ended; settled when the worker started again"
+                        "stopped before it reported the task's outcome; settled when the worker "
+                        "started again"
                     )
                     state = lost_state(entry, reason)
                     self.journal.reporting(entry.ti_id, state)
@@ -193,6 +210,8 @@ def _stop_orphan(entry: Entry) -> None:
         started = entry.runtime_started
         if started is not None and abs(process.create_time() - started) > 0.01:
             return  # the pid now belongs to another process
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return  # dead, only not yet reaped by its new parent
         log.warning("journal.orphan_runtime", extra={"ti_id": entry.ti_id, "pid": process.pid})
         if os.getpgid(process.pid) == process.pid:  # runtimes lead their own process group
             os.killpg(process.pid, signal.SIGKILL)

@@ -11,7 +11,8 @@ so the Celery result written after it is never early. The phases, in order:
 3. heartbeat every `heartbeat_interval_s` in a named thread: 404/409/410 cancel the task and
    nothing is reported; `max_failed_heartbeats` failures in a row cancel it too;
 4. Execute on the runtime, serving its HostCalls through the API (`hostcalls.ApiHost`), with a
-   watchdog that cancels at the task's timeout and stops the runtime if the task ignores it;
+   watchdog (limits.py) that cancels at the task's timeout, kills the runtime if the task ignores
+   that, and kills it at once past the memory limit;
 5. map the outcome to Airflow's final state: success (return_value pushed first), up_for_retry
    only when `should_retry`, failed, skipped, up_for_reschedule or deferred.
 
@@ -26,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +47,7 @@ from supervisor.errors import (
     XComStorageError,
 )
 from supervisor.hostcalls import ApiHost
+from supervisor.limits import MB, Limits, TaskLimits
 from supervisor.logs.files import TaskLog, log_file_path
 from supervisor.metrics import NOT_REPORTED, Metrics
 from supervisor.plugin.messages import (
@@ -58,7 +61,7 @@ from supervisor.plugin.messages import (
     Succeeded,
     TaskStart,
 )
-from supervisor.recovery import DELIVERED, deliver
+from supervisor.recovery import DELIVERED, deliver, keep_trying
 from supervisor.resolve import resolve
 from supervisor.xcom.backend import DatabaseXCom, XComAddress
 
@@ -227,20 +230,24 @@ class TaskRun:
         if self.journal is not None:
             self.journal.reporting(ti_id, state)
 
-        def waiting(exc: ApiUnavailable, wait_s: float) -> None:
-            self._note(
-                f"Execution API unreachable; the final state {state['state']!r} is kept and "
-                f"sent again in {wait_s:g}s ({exc})",
-                level="warning",
-            )
-            log.warning("ti.state_pending", extra={**self.context, "wait_s": wait_s})
-
+        waiting = self._waiting(f"the final state {state['state']!r} is sent")
         outcome = deliver(api, state, give_up=self.runner.give_up, on_wait=waiting)
         if outcome != DELIVERED:
             self._note(f"Final state {state['state']!r} not recorded: {outcome}", level="warning")
             log.warning("ti.state_refused", extra={**self.context, "reason": outcome})
         if self.journal is not None:
             self.journal.reported(ti_id)
+
+    def _waiting(self, what: str) -> Callable[[ApiUnavailable, float], None]:
+        """What to say while the Execution API is unreachable and `what` waits for it."""
+
+        def waiting(exc: ApiUnavailable, wait_s: float) -> None:
+            self._note(
+                f"Execution API unreachable; {what} again in {wait_s:g}s ({exc})", level="warning"
+            )
+            log.warning("ti.api_unreachable", extra={**self.context, "wait_s": wait_s})
+
+        return waiting
 
     def _lap(self, phase: str) -> None:
         """End `phase` now; its duration goes into ti.finished as `<phase>_ms`."""
@@ -339,11 +346,12 @@ class TaskRun:
             with drained:
                 outcome: Outcome = runtime.execute(start, host, cancel=self.cancel)
         except RuntimeLost as exc:
-            outcome = Failed(retryable=True, error=ErrorInfo(type="RuntimeLost", message=str(exc)))
+            outcome = watchdog.lost(exc)
         finally:
-            self.done.set()  # stops heartbeat and watchdog
+            self.done.set()  # stops the heartbeat
             heartbeat.join()
-            watchdog.cancel()
+            watchdog.stop()
+        outcome = watchdog.verdict(outcome)  # a limit it enforced is the reason
         self._lap("execute")
         if self.gone.is_set():
             self._note(f"Stopped without reporting a state: {self.cancel_reason}", level="warning")
@@ -390,9 +398,14 @@ class TaskRun:
         """Push a success's return value; object storage failing fails the try, as in Airflow."""
         if not isinstance(outcome, Succeeded) or outcome.return_value_json is None:
             return outcome
-        where = self._own_xcom("return_value")
+        where, value = self._own_xcom("return_value"), outcome.return_value_json
+
         try:
-            self.runner.xcom.set_json(api, where, outcome.return_value_json, mapped_length=None)
+            keep_trying(
+                lambda: self.runner.xcom.set_json(api, where, value, mapped_length=None),
+                give_up=self.runner.give_up,
+                on_wait=self._waiting("the return value is pushed"),
+            )
         except XComStorageError as exc:
             error = ErrorInfo(type="XComStorageError", message=str(exc))
             return Failed(retryable=True, error=error)
@@ -448,25 +461,17 @@ class TaskRun:
                 if failures >= limit:
                     self._stop(f"{failures} heartbeats failed in a row")
 
-    def _start_watchdog(self, runtime: Runtime, timeout_s: float | None) -> threading.Timer:
-        """Cancel the task at its timeout; stop its runtime if it does not end within a grace."""
-
-        def expire() -> None:
-            self._stop(f"timed out after {timeout_s:g}s")
-            if not self.done.wait(CANCEL_GRACE_S):
-                self._note(
-                    f"Stopping runtime pid {runtime.pid}: task ignored its cancel for "
-                    f"{CANCEL_GRACE_S:g}s",
-                    level="error",
-                )
-                runtime.stop(grace_s=0)
-
-        timer = threading.Timer(timeout_s or 0, expire)
-        timer.name = f"timeout:{self.ti.id}"
-        timer.daemon = True
-        if timeout_s:
-            timer.start()
-        return timer
+    def _start_watchdog(self, runtime: Runtime, timeout_s: float | None) -> TaskLimits:
+        """Enforce the task's timeout and the memory limit on its runtime (limits.py)."""
+        own = self.settings.supervisor
+        limits = Limits(
+            timeout_s=timeout_s or 0.0,
+            memory_limit_bytes=own.task_memory_limit_mb * MB,
+            cancel_grace_s=own.cancel_grace_s,
+        )
+        return TaskLimits(
+            runtime, limits, cancel=self._stop, note=self._note, context=self.context
+        ).start()
 
     def _cut_short(self, runtime: Runtime, reason: str) -> None:
         """Cancel the task (drain over); stop its runtime if it ignores that for a grace."""

@@ -1,0 +1,283 @@
+"""Final states survive what an operator's worker meets: kill -9, API outages, SIGTERM.
+
+Real processes throughout: `supervisor serve` subprocesses on one home (so the second finds the
+first's journal), Celery on real Redis (a private queue per test), the example bundle's runtimes
+in their own venv, and the HTTP Execution API stub of tests/apistub.py, whose outages are real
+(the port stops listening). Every wait is on the stub's condition or polls with a deadline; the
+only fixed wait is the outage itself, whose length is the scenario. Durations are printed for the
+closing note, never asserted.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from celery import Celery
+
+from supervisor.store import BundleStore
+from tests.apistub import HttpFakeApi, execute_task, run_context
+from tests.polling import wait_until
+
+from .conftest import ServeProcess, serve_env
+
+BUNDLE = "example-etl==2.0.0"
+#: The outage of the acceptance test; OUTAGE_S shortens it for a quick local run.
+OUTAGE_S = float(os.environ.get("OUTAGE_S", "60"))
+SETTLE_TIMEOUT_S = 60
+
+
+class Serve(ServeProcess):
+    """`supervisor serve` for one queue and home, heartbeating every second."""
+
+    def __init__(
+        self, tmp: Path, home: Path, api: HttpFakeApi, queue: str, **supervisor: object
+    ) -> None:
+        self.home, self.queue = home, queue
+        options = {"queues": [queue], "heartbeat_interval_s": 1, **supervisor}
+        lines = [f"{key} = {_toml(value)}" for key, value in options.items()]
+        config = tmp / f"supervisor-{uuid.uuid4().hex[:6]}.toml"
+        config.write_text(
+            "[supervisor]\n" + "\n".join(lines) + "\n"
+            f'[supervisor.queue_to_bundle]\n"{queue}" = "{BUNDLE}"\n'
+            "[celery]\nworker_concurrency = 10\n"
+            # Quick client retries, so a test's outage is mostly the journal's waits.
+            "[workers]\nexecution_api_retries = 2\nexecution_api_retry_wait_max = 2\n"
+        )
+        env = serve_env(
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=api.url,
+            SUPERVISOR_HOME=str(home),
+            SUPERVISOR__SKIP_SERVE_LOGS="true",
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        )
+        super().__init__(tmp, ["--config", str(config), "--hostname", f"{queue}.test"], env)
+
+    def runtimes(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value)
+
+
+def journal_rows(home: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "run" / "journal.sqlite3") as db:
+        return db.execute("SELECT ti_id, phase FROM tis").fetchall()
+
+
+@pytest.fixture(scope="module")
+def home(
+    tmp_path_factory: pytest.TempPathFactory, example_wheels: dict[str, Path], uv_cache: Path
+) -> Path:
+    home = tmp_path_factory.mktemp("recovery-home")
+    BundleStore(home, cache_dir=uv_cache).install(example_wheels["2.0.0"])
+    return home
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"recovery-test-{uuid.uuid4().hex[:8]}"
+
+
+def _api(should_retry: bool) -> HttpFakeApi:
+    context = copy.deepcopy(run_context())
+    context["should_retry"] = should_retry
+    return HttpFakeApi(context=context)
+
+
+@pytest.fixture
+def api() -> Iterator[HttpFakeApi]:
+    with _api(should_retry=True) as api:
+        yield api
+
+
+def send_sleeper(client: Celery, api: HttpFakeApi, queue: str, seconds: float) -> tuple[str, str]:
+    """Queue bundle_drain.sleep_a_bit for `seconds`; returns (ti_id, celery_id)."""
+    ti_id, workload = execute_task(queue, dag_id="bundle_drain", task_id="sleep_a_bit")
+    api.fake.conf[ti_id] = {"seconds": seconds}
+    result = client.send_task("execute_workload", args=[workload], queue=queue)
+    return ti_id, result.id
+
+
+def wait_running(api: HttpFakeApi, ti_ids: list[str]) -> None:
+    assert api.fake.wait(lambda: all(t in api.fake.run_at for t in ti_ids), timeout=60), (
+        "tasks never started"
+    )
+
+
+def task_log(home: Path, ti_id: str) -> str:
+    path = home / "logs" / f"dag_id=bundle_drain/run_id=r/task_id=sleep_a_bit/{ti_id}.log"
+    return path.read_text()
+
+
+def celery_state(client: Celery, celery_id: str) -> str:
+    return str(client.AsyncResult(celery_id).state)
+
+
+def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    first = Serve(tmp_path, home, api, queue)
+    first.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
+    wait_running(api, [ti_id])
+    first.wait_for(lambda: journal_rows(home) == [(ti_id, "running")], "the TI in the journal")
+    runtimes = first.runtimes()
+    assert runtimes
+
+    killed = time.monotonic()
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+    wait_until(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in runtimes),
+        timeout=5, interval=0.05, what="runtimes gone within 5 s of kill -9",
+    )  # fmt: skip
+    print(f"\nruntimes gone {time.monotonic() - killed:.2f}s after kill -9")
+    assert ti_id not in api.fake.finals
+
+    restarted = time.monotonic()
+    second = Serve(tmp_path, home, api, queue)
+    try:
+        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), second.log()
+        print(f"TI settled {time.monotonic() - restarted:.2f}s after the restart began")
+        assert api.fake.finals[ti_id] == "up_for_retry"
+        second.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
+        second.wait_for(lambda: not journal_rows(home), "journal emptied")
+        assert "stopped before it reported the task's outcome" in task_log(home, ti_id)
+        second.wait_ready()
+    finally:
+        assert second.stop() == 0, second.log()
+
+
+def test_a_second_serve_on_the_same_home_is_refused(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi
+) -> None:
+    first = Serve(tmp_path, home, api, queue)
+    try:
+        first.wait_ready()
+        second = Serve(tmp_path, home, api, queue)
+        assert second.process.wait(60) != 0
+        assert "another `supervisor serve` uses" in second.log()
+        assert first.alive()
+    finally:
+        assert first.stop() == 0, first.log()
+
+
+def test_ten_final_states_reach_airflow_after_an_api_outage(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    serve = Serve(tmp_path, home, api, queue)
+    try:
+        serve.wait_ready()
+        sent = [send_sleeper(client, api, queue, seconds=3) for _ in range(10)]
+        ti_ids = [ti_id for ti_id, _ in sent]
+        wait_running(api, ti_ids)
+        api.down()
+        threading.Event().wait(OUTAGE_S)  # the outage itself, not a synchronisation
+        assert api.fake.missing_finals(ti_ids) == set(ti_ids)  # nothing got through
+        back = time.monotonic()
+        api.up()
+        assert not api.fake.wait_finals(ti_ids, timeout=SETTLE_TIMEOUT_S), serve.log()
+        print(f"\nall 10 states in {time.monotonic() - back:.2f}s after a {OUTAGE_S:g}s outage")
+        assert {api.fake.finals[t] for t in ti_ids} == {"success"}
+        for _, celery_id in sent:
+            serve.wait_for(lambda c=celery_id: celery_state(client, c) == "SUCCESS", "results")
+        assert "ti.api_unreachable" in serve.log()
+        serve.wait_for(lambda: not journal_rows(home), "journal emptied")
+    finally:
+        assert serve.stop() == 0, serve.log()
+
+
+def test_a_state_airflow_refuses_after_an_outage_is_recorded_and_dropped(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    serve = Serve(tmp_path, home, api, queue)
+    try:
+        serve.wait_ready()
+        ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
+        wait_running(api, [ti_id])
+        api.down()
+        serve.wait_for(lambda: "ti.api_unreachable" in serve.log(), "the state waiting")
+        with api.fake.lock:  # Airflow's heartbeat timeout failed the TI meanwhile
+            api.fake.states[ti_id] = "failed"
+        api.up()
+        serve.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
+        assert ti_id not in api.fake.finals
+        assert api.fake.states[ti_id] == "failed"
+        assert "not recorded: Airflow no longer takes a state" in task_log(home, ti_id)
+        serve.wait_for(lambda: not journal_rows(home), "journal emptied")
+    finally:
+        assert serve.stop() == 0, serve.log()
+
+
+def test_a_ti_still_waiting_for_the_api_at_shutdown_is_settled_by_the_next_start(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    first = Serve(tmp_path, home, api, queue, drain_grace_s=1)
+    first.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
+    wait_running(api, [ti_id])
+    api.down()
+    first.wait_for(lambda: "ti.api_unreachable" in first.log(), "the TI waiting for the API")
+    assert first.stop() == 0, first.log()
+    # The return value could not be pushed, so the outcome was never decided.
+    assert journal_rows(home) == [(ti_id, "running")]
+    assert "the return value is pushed again" in task_log(home, ti_id)
+    assert celery_state(client, celery_id) != "SUCCESS"  # Airflow does not have a state yet
+
+    api.up()
+    second = Serve(tmp_path, home, api, queue)
+    try:
+        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), second.log()
+        assert api.fake.finals[ti_id] == "up_for_retry"
+        second.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
+        second.wait_for(lambda: not journal_rows(home), "journal emptied")
+        second.wait_ready()
+    finally:
+        assert second.stop() == 0, second.log()
+
+
+def test_sigterm_drain_grace_ends_then_the_running_ti_is_cancelled_and_reported(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    serve = Serve(tmp_path, home, api, queue, drain_grace_s=2)
+    serve.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
+    wait_running(api, [ti_id])
+    asked = time.monotonic()
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(60) == 0, serve.log()
+    print(f"\nserve exited {time.monotonic() - asked:.2f}s after SIGTERM (grace 2 s)")
+    assert api.fake.finals[ti_id] == "up_for_retry"
+    assert "the worker is shutting down (grace period over" in task_log(home, ti_id)
+    assert celery_state(client, celery_id) == "SUCCESS"
+    assert not journal_rows(home)
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_ends_the_drain_at_once(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery, second: int
+) -> None:
+    serve = Serve(tmp_path, home, api, queue, drain_grace_s=600)
+    serve.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
+    wait_running(api, [ti_id])
+    serve.process.send_signal(signal.SIGTERM)
+    serve.wait_for(lambda: "drain.started" in serve.log(), "the drain")
+    serve.process.send_signal(second)
+    assert serve.process.wait(60) == 0, serve.log()
+    assert api.fake.finals[ti_id] == "up_for_retry"
+    assert f"second {signal.Signals(second).name}" in task_log(home, ti_id)
+    assert celery_state(client, celery_id) == "SUCCESS"
+    assert not journal_rows(home)
