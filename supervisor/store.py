@@ -55,7 +55,13 @@ from supervisor.plugin.launch import RuntimeSpec
 from supervisor.plugin.messages import RuntimeDescription
 from supervisor.plugin.runtime import start_runtime
 from supervisor.runtime_wheel import ensure_runtime_wheel
-from supervisor.wheelfile import WheelInfo, normalize_name, read_wheel_info, sha256_file
+from supervisor.wheelfile import (
+    WheelInfo,
+    check_record,
+    normalize_name,
+    read_wheel_info,
+    sha256_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +145,13 @@ class BundleStore:
         The first version installed of a bundle becomes its active version.
 
         Raises:
-            BundleIntegrityError: this name==version is installed from a different wheel.
+            BundleIntegrityError: this name==version is installed from a different wheel, or
+                the wheel's files do not match its RECORD.
             BundleInstallError: the venv, the packages or the runtime's Describe failed.
             BundleError: `wheel` is missing or not a wheel.
         """
         info = read_wheel_info(wheel)
+        check_record(wheel, bundle=f"{info.name}=={info.version}")
         sha256 = sha256_file(wheel)
         installed = self._installed_same(info, sha256, wheel)
         if installed is not None:
@@ -387,8 +395,9 @@ def _describe(venv: Path, info: WheelInfo) -> RuntimeDescription:
         BundleInstallError: the runtime did not start, or serves another name or version.
     """
     label = f"{info.name}=={info.version}"
-    spec = RuntimeSpec(bundle=label, argv=(str(venv / "bin" / "bundle-runtime"),),
-                       bundle_env=info.name)
+    spec = RuntimeSpec(
+        bundle=label, argv=(str(venv / "bin" / "bundle-runtime"),), bundle_env=info.name
+    )
     try:
         with start_runtime(spec) as runtime:
             description = runtime.describe()

@@ -8,6 +8,7 @@ work: no installer, no subprocess.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import io
 import json
@@ -15,14 +16,19 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
-from supervisor.errors import BundleError
+from supervisor.errors import BundleError, BundleIntegrityError
 
 #: File added to a bundle wheel's .dist-info by `supervisor bundle build` inside a git work tree.
 SOURCE_STAMP = "bundle_source.json"
+#: RECORD hash algorithms we accept (PEP 376 forbids md5 and sha1).
+_RECORD_ALGORITHMS = ("sha256", "sha384", "sha512")
+#: dist-info files PEP 427 lets RECORD leave unhashed: itself and its signatures.
+_UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,61 @@ def find_dist_info(zf: zipfile.ZipFile, path: Path) -> str:
     return names.pop()
 
 
+def check_record(path: Path, *, bundle: str | None = None) -> None:
+    """Refuse a wheel whose files differ from its own RECORD (PEP 427 asks installers to check;
+    neither uv nor pip does): an edited or damaged wheel must not become an installed version.
+
+    Raises:
+        BundleIntegrityError: a file's hash differs from RECORD, a file is missing from the
+            wheel or from RECORD, RECORD is missing, or the zip data is corrupt. The message
+            names the wheel and the first problem, and counts the others.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            problems = _record_problems(zf, find_dist_info(zf, path))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # damaged compressed data
+        problems = [f"its zip data is corrupt ({exc})"]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BundleIntegrityError(
+            f"wheel {path.name!r} does not match its own RECORD: {problems[0]}{more}; it was "
+            "changed or damaged after it was built: rebuild it (`supervisor bundle build`)",
+            bundle=bundle,
+        )
+
+
+def _record_problems(zf: zipfile.ZipFile, dist_info: str) -> list[str]:
+    unhashed = {f"{dist_info}/{name}" for name in _UNHASHED}
+    try:
+        text = zf.read(f"{dist_info}/RECORD").decode("utf-8")
+    except KeyError:
+        return [f"{dist_info}/RECORD is missing"]
+    recorded = {row[0]: (row[1] if len(row) > 1 else "") for row in csv.reader(io.StringIO(text))
+                if row}  # fmt: skip
+    problems = []
+    for info in zf.infolist():
+        name = info.filename
+        if info.is_dir() or name in unhashed:
+            continue
+        expected = recorded.pop(name, None)
+        if expected is None:
+            problems.append(f"{name} is not listed in RECORD")
+            continue
+        algorithm, _, _ = expected.partition("=")
+        if algorithm not in _RECORD_ALGORITHMS:
+            problems.append(f"{name} has hash {expected!r} in RECORD, not sha256 or stronger")
+        elif _record_digest(algorithm, zf.read(info)) != expected:
+            problems.append(f"{name} differs from its hash in RECORD")
+    problems += [f"{name} is in RECORD but not in the wheel" for name in recorded
+                 if name not in unhashed]  # fmt: skip
+    return problems
+
+
+def _record_digest(algorithm: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=")
+    return f"{algorithm}={digest.decode('ascii')}"
+
+
 def _read_stamp(zf: zipfile.ZipFile, member: str) -> str | None:
     try:
         data = json.loads(zf.read(member))
@@ -96,8 +157,7 @@ def sha256_file(path: Path) -> str:
 
 def record_hash(data: bytes) -> str:
     """A RECORD hash field: `sha256=` + urlsafe base64 without padding (PEP 376/427)."""
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode("ascii")
+    return _record_digest("sha256", data)
 
 
 def record_text(files: list[tuple[str, bytes]], record_name: str) -> str:
