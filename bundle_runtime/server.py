@@ -3,7 +3,8 @@
 Start-up phases, in order (go-plugin `server.go` `Serve`, split into named steps):
 1. cookie: run by hand without the supervisor's magic cookie -> explain and exit 1;
 2. negotiate the app protocol version with PROTOCOL_VERSIONS_ENV;
-3. protect stdout: keep fd 1 for the one handshake line, point fd 1 at stderr for everyone else;
+3. protect stdout: keep fd 1 for the one handshake line, point fd 1 at stderr for everyone else,
+   and let a fatal signal (segfault, abort) dump the crashing thread's Python stack to stderr;
 4. die with the parent: PR_SET_PDEATHSIG and stdin EOF (the supervisor holds the write end);
 5. choose the socket path; 6. import the bundle; 7. serve gRPC, then print the handshake line;
 8. wait for Shutdown or SIGTERM, let the current task finish, stop, exit 0.
@@ -15,6 +16,7 @@ idle RSS <= 45 MB.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import sys
@@ -54,6 +56,7 @@ def main() -> NoReturn:
     _check_cookie()
     version = _negotiate_version()
     handshake_fd = _protect_stdout()
+    _dump_traceback_on_crash()
     _die_with_parent(parent_pid)
     socket_path = _socket_path()
     from .stdio import install_runtime_logging  # noqa: PLC0415 - after the cheap checks
@@ -119,6 +122,16 @@ def _protect_stdout() -> int:
     handshake_fd = os.dup(1)  # non-inheritable: task subprocesses never get it
     os.dup2(2, 1)
     return handshake_fd
+
+
+def _dump_traceback_on_crash() -> None:
+    """faulthandler: on SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT, print the Python stack first.
+
+    The supervisor keeps our stderr's last lines and quotes the dump in the task log, so a task
+    that crashes in native code shows which of its lines called it. Only the crashing thread: the
+    gRPC threads' stacks would push the task's out of that tail.
+    """
+    faulthandler.enable(file=sys.stderr, all_threads=False)
 
 
 def _die_with_parent(parent_pid: int) -> None:

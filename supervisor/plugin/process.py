@@ -26,28 +26,40 @@ logger = logging.getLogger(__name__)
 #: How long SIGKILL may take before we give up waiting (a process stuck in the kernel).
 KILL_WAIT_S = 10.0
 
-_SIGNAL_NOTES = {
-    signal.SIGKILL: "SIGKILL; out of memory or killed",
-    signal.SIGTERM: "SIGTERM; asked to stop",
-    signal.SIGABRT: "SIGABRT; aborted, e.g. a failed assertion in native code",
-    signal.SIGBUS: "SIGBUS; bad memory access in native code",
-    signal.SIGFPE: "SIGFPE; arithmetic fault in native code",
-    signal.SIGPIPE: "SIGPIPE; wrote to a closed pipe",
+#: Signals a runtime dies *with* (its own fault, not someone's kill), and what each means.
+_FAULTS = {
+    signal.SIGSEGV: "a segfault in native code",
+    signal.SIGBUS: "bad memory access in native code",
+    signal.SIGFPE: "arithmetic fault in native code",
+    signal.SIGILL: "illegal instruction in native code",
+    signal.SIGABRT: "aborted, e.g. a failed assertion in native code",
+}
+#: Signals a runtime is killed *by*, where we can guess who sent them.
+_KILLS = {
+    # The kernel's OOM killer sends SIGKILL and leaves no other trace here (dmesg has it).
+    signal.SIGKILL: "possibly the kernel's OOM killer or the task memory limit",
+    signal.SIGTERM: "asked to stop",
+    signal.SIGPIPE: "wrote to a closed pipe",
 }
 
 
 def describe_exit(code: int) -> str:
-    """Popen-style return code as words: "exited with code 3", "killed by signal 9 (...)"."""
+    """Popen-style return code as words, naming the signal and its likely cause.
+
+    "exited with code 3", "died with SIGSEGV (signal 11, a segfault in native code)",
+    "killed by SIGKILL (signal 9, possibly the kernel's OOM killer or the task memory limit)".
+    """
     if code >= 0:
         return f"exited with code {code}"
     number = -code
-    if number == signal.SIGSEGV:
-        return f"crashed with a segfault (SIGSEGV, signal {number})"
     try:
         sig = signal.Signals(number)
     except ValueError:
-        return f"killed by signal {number}"
-    return f"killed by signal {number} ({_SIGNAL_NOTES.get(sig, sig.name)})"
+        return f"died with signal {number}"
+    if sig in _FAULTS:
+        return f"died with {sig.name} (signal {number}, {_FAULTS[sig]})"
+    note = _KILLS.get(sig)
+    return f"killed by {sig.name} (signal {number}{', ' + note if note else ''})"
 
 
 class RuntimeProcess:

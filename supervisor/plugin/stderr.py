@@ -21,6 +21,9 @@ logger = logging.getLogger("supervisor.runtime")
 TAIL_LINES = 50
 #: Longer lines arrive in pieces (go-plugin's PluginLogBufferSize is the same 64 KiB).
 MAX_LINE_BYTES = 64 * 1024
+#: How faulthandler's dump starts (bundle_runtime/server.py enables it): the line that explains a
+#: crash; the stack and module list after it do not.
+FATAL_PREFIX = "Fatal Python error:"
 
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -50,6 +53,7 @@ class StderrPump:
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._lock = threading.Lock()
         self._last_problem = ""
+        self._crashed = False
         self._thread = threading.Thread(target=self._run, name=f"runtime-stderr:{pid}", daemon=True)
 
     def start(self) -> StderrPump:
@@ -67,7 +71,10 @@ class StderrPump:
             return "\n".join(self._tail)
 
     def last_problem(self) -> str:
-        """The last raw line or JSON line at WARNING or above: the likeliest explanation."""
+        """The last raw line or JSON line at WARNING or above: the likeliest explanation.
+
+        After a crash, faulthandler's "Fatal Python error: ..." line, not the dump that follows.
+        """
         with self._lock:
             return self._last_problem
 
@@ -95,8 +102,9 @@ class StderrPump:
     def _remember(self, text: str, *, problem: bool) -> None:
         with self._lock:
             self._tail.append(text)
-            if problem:
+            if problem and not self._crashed:
                 self._last_problem = text
+            self._crashed = self._crashed or text.startswith(FATAL_PREFIX)
 
 
 def _parse_json_line(line: str) -> dict[str, Any] | None:

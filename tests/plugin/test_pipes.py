@@ -94,10 +94,15 @@ def test_stdout_after_the_handshake_is_logged_verbatim(
     [
         (0, "exited with code 0"),
         (3, "exited with code 3"),
-        (-signal.SIGKILL, "killed by signal 9 (SIGKILL; out of memory or killed)"),
-        (-signal.SIGSEGV, "crashed with a segfault (SIGSEGV, signal 11)"),
-        (-signal.SIGTERM, "killed by signal 15 (SIGTERM; asked to stop)"),
-        (-signal.SIGUSR1, "killed by signal 10 (SIGUSR1)"),
+        (
+            -signal.SIGKILL,
+            "killed by SIGKILL (signal 9, possibly the kernel's OOM killer "
+            "or the task memory limit)",
+        ),
+        (-signal.SIGSEGV, "died with SIGSEGV (signal 11, a segfault in native code)"),
+        (-signal.SIGTERM, "killed by SIGTERM (signal 15, asked to stop)"),
+        (-signal.SIGUSR1, "killed by SIGUSR1 (signal 10)"),
+        (-99, "died with signal 99"),
     ],
 )
 def test_describe_exit(code: int, text: str) -> None:

@@ -113,7 +113,7 @@ def test_least_recently_used_idle_runtime_makes_room(pools: MakePool) -> None:
 
 def test_runtime_killed_mid_task_is_replaced(pools: MakePool) -> None:
     pool = pools()
-    lost = pytest.raises(RuntimeLost, match=r"killed by signal 9 \(SIGKILL")
+    lost = pytest.raises(RuntimeLost, match=r"killed by SIGKILL \(signal 9")
     with lost as info, pool.lease(V1) as runtime:
         host = RecordingHost(on_ready=lambda: os.kill(runtime.pid, signal.SIGKILL))
         runtime.execute(task_start("wait"), host)

@@ -95,8 +95,9 @@ def test_sigkill_mid_task_raises_runtime_lost_naming_the_signal(runtimes: StartR
         runtime.execute(task_start("wait"), host)
 
     assert str(info.value).startswith(
-        f"bundle sample-bundle==0.0.0: runtime (pid {runtime.pid}) killed by signal 9 "
-        "(SIGKILL; out of memory or killed) while running ti ti-wait (sample.wait)"
+        f"bundle sample-bundle==0.0.0: runtime (pid {runtime.pid}) killed by SIGKILL (signal 9, "
+        "possibly the kernel's OOM killer or the task memory limit) while running ti ti-wait "
+        "(sample.wait)"
     )
     assert (info.value.pid, info.value.exit_code) == (runtime.pid, -9)
     assert not runtime.alive() and not runtime.reusable()
