@@ -236,6 +236,20 @@ class SupervisorSettings(_Section):
     default_task_timeout_s: float = _setting(
         0.0, "Timeout for tasks that declare none (0: no limit).", ge=0
     )
+    # Off by default: what a task may use depends on the host and the bundle (pandas jobs often
+    # need GBs), and a default that kills working tasks after an upgrade is worse than none.
+    task_memory_limit_mb: int = _setting(
+        0,
+        "Kill a runtime whose RSS, children included, exceeds this during a task; the TI fails "
+        "or retries (0: off).",
+        ge=0,
+    )
+    cancel_grace_s: float = _setting(
+        3.0,
+        "Seconds a timed-out task gets to stop after its cancel before its runtime's process "
+        "group is killed.",
+        gt=0,
+    )
     bundle_name_map: dict[str, str] = _setting(
         default_factory=dict,
         doc='Airflow DAG bundle name -> our bundle, e.g. {"dags-folder": "sales"}.',
