@@ -16,26 +16,32 @@ The row holds the TI's latest execution token (the API needs it to accept a stat
 is 0600 in a 0700 directory, like the control socket; a token is useless once its TI has a final
 state, and it expires after [execution_api] jwt_expiration_time anyway.
 
-One journal per home: `serve` holds an exclusive lock on `<home>/run/journal.lock` for its whole
-life, so a second `serve` on the same home refuses to start instead of settling live TIs.
+Several workers may share a home (one per queue set, say), so each has its own journal,
+`<home>/run/journals/<hostname>-<hash of its queues>.sqlite3`, locked (flock on a `.lock` file
+beside it) for the worker's whole life. The same worker started twice is refused. A journal
+nobody holds belongs to a worker that died: `orphans` hands it to whichever worker starts next,
+so a worker restarted with other queues still settles what it left behind.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from supervisor.errors import SupervisorError
 
-JOURNAL_FILE = "run/journal.sqlite3"
-LOCK_FILE = "run/journal.lock"
+JOURNAL_DIR = Path("run") / "journals"
+SUFFIX = ".sqlite3"
 
 RUNNING = "running"
 REPORTING = "reporting"
@@ -59,8 +65,15 @@ CREATE TABLE IF NOT EXISTS tis (
 """
 
 
+def journal_path(home: Path, hostname: str, queues: Iterable[str]) -> Path:
+    """The journal of the worker `hostname` consuming `queues` on `home`."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", hostname)[:60]
+    digest = hashlib.sha256(",".join(sorted(queues)).encode()).hexdigest()[:10]
+    return home / JOURNAL_DIR / f"{name}-{digest}{SUFFIX}"
+
+
 class JournalLocked(SupervisorError):
-    """Another `supervisor serve` already uses this home."""
+    """Another live `supervisor serve` holds this journal."""
 
 
 @dataclass(frozen=True)
@@ -85,22 +98,22 @@ class Entry:
 
 
 class Journal:
-    """The journal of one home; thread-safe (one connection, one lock: writes are tiny)."""
+    """One worker's journal; thread-safe (one connection, one lock: writes are tiny)."""
 
-    def __init__(self, home: Path) -> None:
-        run_dir = home / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir.chmod(0o700)
-        self._lock_fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    def __init__(self, path: Path, *, wait: bool = False) -> None:
+        """Open (creating) and lock the journal at `path`; JournalLocked if someone holds it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        self._lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(self._lock_fd)
             raise JournalLocked(
-                f"another `supervisor serve` uses {home} (it holds {home / LOCK_FILE}); "
-                "give each worker its own SUPERVISOR_HOME"
+                f"another `supervisor serve` with this hostname and these queues runs on this "
+                f"home (it holds {path.with_suffix('.lock')}); give each worker its own "
+                "--hostname or queues"
             ) from None
-        path = home / JOURNAL_FILE
         path.touch(mode=0o600, exist_ok=True)
         path.chmod(0o600)
         self.path = path
@@ -111,6 +124,30 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+
+    @classmethod
+    def orphans(cls, home: Path, *, mine: Path) -> Iterator[Journal]:
+        """The journals of workers that are gone (nobody holds their lock), locked for us."""
+        for path in sorted((home / JOURNAL_DIR).glob(f"*{SUFFIX}")):
+            if path == mine:
+                continue
+            try:
+                yield cls(path)
+            except JournalLocked:
+                continue  # a live worker's
+
+    def close_orphan(self, *, stale_s: float = 60.0) -> None:
+        """Close an orphan journal; delete it when it is empty and untouched for `stale_s`.
+
+        The wait keeps us from deleting the journal of a worker that is starting right now (it
+        has created its lock file but not locked it yet).
+        """
+        stale = len(self) == 0 and time.time() - self.path.stat().st_mtime > stale_s
+        if stale:
+            for leftover in (Path(f"{self.path}{x}") for x in ("", "-wal", "-shm")):
+                leftover.unlink(missing_ok=True)
+            self.path.with_suffix(".lock").unlink(missing_ok=True)
+        self.close()
 
     def close(self) -> None:
         with self._mutex:

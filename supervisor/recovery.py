@@ -107,7 +107,13 @@ def lost_state(entry: Entry, reason: str) -> dict[str, Any]:
 
 
 class Settler:
-    """Settles what the previous `serve` on this home left in the journal; see the module doc."""
+    """Settles what dead workers left in their journals; see the module doc.
+
+    That is the rows of our own journal (written by this worker's previous process) and every
+    orphan journal on the home (a worker that died and came back with other queues, or not at
+    all). Rows are settled in a background thread: an API outage at start must not stop the
+    intake.
+    """
 
     def __init__(
         self,
@@ -123,18 +129,19 @@ class Settler:
         self.base_log_folder = base_log_folder
         self.write_result = write_result
         self.give_up = give_up
-        self.settled = threading.Event()  # every leftover row is settled (for tests, status)
+        self.settled = threading.Event()  # every leftover row is settled
         self._thread: threading.Thread | None = None
 
-    def start(self) -> Settler:
-        """Settle in a background thread: an API outage at start must not stop the intake."""
-        leftovers = self.journal.entries()
-        if not leftovers:
-            self.settled.set()
-            return self
-        log.warning("journal.leftovers", extra={"count": len(leftovers)})
+    def start(self, home: Path) -> Settler:
+        found = [(self.journal, self.journal.entries())]
+        found += [
+            (orphan, orphan.entries()) for orphan in Journal.orphans(home, mine=self.journal.path)
+        ]
+        count = sum(len(entries) for _, entries in found)
+        if count:
+            log.warning("journal.leftovers", extra={"count": count, "journals": len(found)})
         self._thread = threading.Thread(
-            target=self._settle_all, args=(leftovers,), name="journal-settle", daemon=True
+            target=self._settle_all, args=(found,), name="journal-settle", daemon=True
         )
         self._thread.start()
         return self
@@ -143,18 +150,24 @@ class Settler:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _settle_all(self, leftovers: list[Entry]) -> None:
-        for entry in leftovers:
-            try:
-                self.settle(entry)
-            except DeliveryPending:
-                log.warning("journal.pending", extra={"ti_id": entry.ti_id})
-                return
-            except Exception:  # one bad row must not keep the others unsettled
-                log.exception("journal.settle_failed", extra={"ti_id": entry.ti_id})
-        self.settled.set()
+    def _settle_all(self, found: list[tuple[Journal, list[Entry]]]) -> None:
+        try:
+            for journal, entries in found:
+                for entry in entries:
+                    try:
+                        self.settle(journal, entry)
+                    except DeliveryPending:
+                        log.warning("journal.pending", extra={"ti_id": entry.ti_id})
+                        return
+                    except Exception:  # one bad row must not keep the others unsettled
+                        log.exception("journal.settle_failed", extra={"ti_id": entry.ti_id})
+            self.settled.set()
+        finally:
+            for journal, _ in found:
+                if journal is not self.journal:
+                    journal.close_orphan()
 
-    def settle(self, entry: Entry) -> None:
+    def settle(self, journal: Journal, entry: Entry) -> None:
         """Report (or re-send) one TI's final state, then write its Celery result."""
         context = {"ti_id": entry.ti_id, "celery_id": entry.celery_id, **entry.ti}
         _stop_orphan(entry)
@@ -168,7 +181,7 @@ class Settler:
                         "started again"
                     )
                     state = lost_state(entry, reason)
-                    self.journal.reporting(entry.ti_id, state)
+                    journal.reporting(entry.ti_id, state)
                     task_log.write(reason, level="error")
                 else:
                     task_log.write(
@@ -184,12 +197,12 @@ class Settler:
                     )
                 else:
                     task_log.write(outcome, level="warning")
-            self.journal.reported(entry.ti_id)
+            journal.reported(entry.ti_id)
             log.info(
                 "journal.settled", extra={**context, "state": state["state"], "outcome": outcome}
             )
         self.write_result(entry.celery_id)
-        self.journal.forget(entry.ti_id)
+        journal.forget(entry.ti_id)
 
     def _task_log(self, entry: Entry) -> TaskLog:
         bound = {

@@ -1,7 +1,7 @@
 """Composes `supervisor serve`: components start in the order listed and stop in reverse.
 
-    journal -> <home>/run/journal.sqlite3, what each TI still owes Airflow (journal.py); its
-               lock keeps a second serve off this home
+    journal -> <home>/run/journals/<hostname>-<queues>.sqlite3, what each TI still owes
+               Airflow (journal.py); its lock keeps this same worker from running twice
     store   -> installed bundles on disk (read-only here)
     xcom    -> the XCom backend of [core] xcom_backend (supervisor/xcom/); bad settings stop us
     pool    -> warm runtimes per bundle version
@@ -31,7 +31,7 @@ from supervisor.config import Settings
 from supervisor.control import ControlServer, RunningTasks, StatusSources
 from supervisor.drain import Drain
 from supervisor.intake import create_app, result_writer, run_worker
-from supervisor.journal import Journal
+from supervisor.journal import Journal, journal_path
 from supervisor.logs.remote import RemoteLogs
 from supervisor.logs.server import LogServer
 from supervisor.metrics import Metrics, MetricsServer
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings) -> int:
     """Run the worker until it is told to stop; returns the process exit code."""
     own = settings.supervisor
-    journal = Journal(own.home)  # refuses a second serve on this home
+    # Refuses to run twice: the same hostname and queues on one home would share a journal.
+    journal = Journal(journal_path(own.home, own.hostname, own.queues))
     drain = Drain(own.drain_grace_s)
     store = BundleStore(own.home)
     xcom = backend_from_settings(settings)  # a bad [common.io] setting stops us here
@@ -84,7 +85,7 @@ def serve(settings: Settings) -> int:
                 base_log_folder=settings.logging.base_log_folder,
                 write_result=result_writer(app),
                 give_up=drain.expired,
-            ).start()
+            ).start(own.home)
             _log_ready(settings, store, metrics_server)
             return run_worker(
                 app,

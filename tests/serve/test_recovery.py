@@ -10,6 +10,7 @@ closing note, never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
@@ -24,6 +25,7 @@ import psutil
 import pytest
 from celery import Celery
 
+from supervisor.journal import JOURNAL_DIR
 from supervisor.store import BundleStore
 from tests.apistub import HttpFakeApi, execute_task, run_context
 from tests.polling import wait_until
@@ -72,8 +74,12 @@ def _toml(value: object) -> str:
 
 
 def journal_rows(home: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(home / "run" / "journal.sqlite3") as db:
-        return db.execute("SELECT ti_id, phase FROM tis").fetchall()
+    """Every row of every worker's journal on `home`."""
+    rows = []
+    for path in sorted((home / JOURNAL_DIR).glob("*.sqlite3")):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows += db.execute("SELECT ti_id, phase FROM tis").fetchall()
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +166,7 @@ def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
         assert second.stop() == 0, second.log()
 
 
-def test_a_second_serve_on_the_same_home_is_refused(
+def test_the_same_worker_twice_on_one_home_is_refused(
     tmp_path: Path, home: Path, queue: str, api: HttpFakeApi
 ) -> None:
     first = Serve(tmp_path, home, api, queue)
@@ -168,10 +174,32 @@ def test_a_second_serve_on_the_same_home_is_refused(
         first.wait_ready()
         second = Serve(tmp_path, home, api, queue)
         assert second.process.wait(60) != 0
-        assert "another `supervisor serve` uses" in second.log()
+        assert "another `supervisor serve` with this hostname and these queues" in second.log()
         assert first.alive()
     finally:
         assert first.stop() == 0, first.log()
+
+
+def test_a_worker_restarted_with_other_queues_settles_what_it_left(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    first = Serve(tmp_path, home, api, queue)
+    first.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
+    wait_running(api, [ti_id])
+    first.wait_for(lambda: journal_rows(home) == [(ti_id, "running")], "the TI in the journal")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+
+    other = Serve(tmp_path, home, api, f"{queue}-other")
+    try:
+        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), other.log()
+        assert api.fake.finals[ti_id] == "up_for_retry"
+        other.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
+        other.wait_for(lambda: not journal_rows(home), "journal emptied")
+        other.wait_ready()
+    finally:
+        assert other.stop() == 0, other.log()
 
 
 def test_ten_final_states_reach_airflow_after_an_api_outage(
