@@ -360,6 +360,7 @@ def judge_soak(soak: Soak, concurrency: int) -> dict[str, Any]:
     growth = (last.rss_mb - first.rss_mb) / first.rss_mb * 100 if first and last else 0.0
     fd_growth = _own(last) - _own(first) if first and last else 0
     tcp_growth = last.tcp - first.tcp if first and last else 0
+    low = min(after_warmup, key=lambda s: s.rss_mb) if after_warmup else None
     comparable = len(after_warmup) >= 2
     return {
         "failures": {"count": len(soak.failures), "ok": not soak.failures},
@@ -367,6 +368,8 @@ def judge_soak(soak: Soak, concurrency: int) -> dict[str, Any]:
             "value": round(growth, 2), "limit": RSS_GROWTH_LIMIT_PCT,
             "ok": not comparable or growth < RSS_GROWTH_LIMIT_PCT,
             "compared": [first.done, last.done] if first and last else [],
+            # Not a criterion: a first sample inflated by warm-up can hide a slow leak.
+            "from_lowest": round((last.rss_mb - low.rss_mb) / low.rss_mb * 100, 2) if low else 0.0,
         },
         # TCP: connection pools may open one more connection per slot under a peak.
         "fd_growth": {
@@ -415,7 +418,8 @@ def print_soak(soak: Soak, criteria: dict[str, Any], concurrency: int, window: i
     print(
         f"criteria: failures {criteria['failures']['count']} "
         f"[{_ok(criteria['failures'])}]; serve RSS growth, tasks {rss['compared']}: "
-        f"{rss['value']:+.1f}% (limit {RSS_GROWTH_LIMIT_PCT:g}%) [{_ok(rss)}]; "
+        f"{rss['value']:+.1f}% (limit {RSS_GROWTH_LIMIT_PCT:g}%) [{_ok(rss)}], from the "
+        f"lowest sample {rss['from_lowest']:+.1f}%; "
         f"fd growth: {fds['value']:+d} not runtimes' nor TCP, TCP {fds['tcp']:+d} [{_ok(fds)}]"
     )
 
