@@ -6,9 +6,13 @@ stopping it leaves the session's worker alone.
 
 from __future__ import annotations
 
+import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.polling import wait_until
@@ -85,3 +89,51 @@ def test_a_task_airflow_took_away_is_stopped_and_nothing_is_reported(
     events = [str(line.get("event")) for line in api.task_log(DAG, run_id, TASK, 1)]
     assert any("Stopped without reporting a state" in e for e in events), events
     assert drain_worker.alive()
+
+
+def test_kill_9_mid_task_the_restarted_worker_settles_the_ti_at_once(
+    airflow_stack: AirflowStack, drain_worker: ServeProcess, session_home: Path, tmp_path: Path
+):
+    """kill -9 leaves no runtime; the restart reports the TI long before the heartbeat timeout."""
+    api = airflow_stack.client
+    run_id = _start_and_wait_running(airflow_stack, seconds=600)
+    assert drain_worker.process is not None
+    runtimes = psutil.Process(drain_worker.process.pid).children(recursive=True)
+    assert runtimes, "the task's runtime"
+
+    killed = time.monotonic()
+    drain_worker.process.send_signal(signal.SIGKILL)
+    drain_worker.process.wait(10)
+    wait_until(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in runtimes),
+        timeout=5, interval=0.05, what="no runtime alive 5 s after kill -9",
+    )  # fmt: skip
+    print(f"\nruntimes gone {time.monotonic() - killed:.2f}s after kill -9")
+    assert api.task_instance(DAG, run_id, TASK)["state"] == "running"
+
+    restarted = time.monotonic()
+    (tmp_path / "again").mkdir()
+    again = ServeProcess(
+        home=session_home, workdir=tmp_path / "again", stack_env=airflow_stack.env,
+        queues=("drain",),
+    )  # fmt: skip
+    again.start()
+    try:
+        wait_until(
+            lambda: api.task_instance(DAG, run_id, TASK)["state"] == "failed",
+            timeout=60, interval=0.1, what="the TI settled as failed (no retries left)",
+        )  # fmt: skip
+        print(f"TI failed in Airflow {time.monotonic() - restarted:.2f}s after the restart began")
+        events = [str(line.get("event")) for line in api.task_log(DAG, run_id, TASK, 1)]
+        assert any("stopped before it reported the task's outcome" in e for e in events), events
+        scheduler_log = airflow_stack.airflow_home / "run" / "scheduler.log"
+        key = (
+            rf"Received executor event with state success for task instance "
+            rf"TaskInstanceKey\(dag_id='{DAG}', task_id='{TASK}', run_id='{re.escape(run_id)}'"
+        )
+        wait_until(
+            lambda: re.search(key, scheduler_log.read_text(errors="replace")),
+            timeout=30, what="the executor got the Celery result (its slot is free)",
+        )  # fmt: skip
+    finally:
+        assert again.stop() == 0, again.log()[-3000:]
