@@ -34,7 +34,7 @@ heartbeat_interval_s = 2
 "dags-folder" = "example-etl"
 
 [celery]
-worker_concurrency = 4
+worker_concurrency = {concurrency}
 """
 
 
@@ -49,10 +49,13 @@ class ServeProcess:
         stack_env: dict[str, str],
         queues: tuple[str, ...] = QUEUES,
         serve_logs: bool = False,
+        concurrency: int = 4,
     ) -> None:
         self.home = home
         self.config = workdir / "supervisor.toml"
-        self.config.write_text(CONFIG.format(queues=json.dumps(list(queues))))
+        self.config.write_text(
+            CONFIG.format(queues=json.dumps(list(queues)), concurrency=concurrency)
+        )
         self.log_path = workdir / "serve.log"
         #: Prometheus /metrics of this serve, on a free port of 127.0.0.1.
         self.metrics_port = _free_port()
