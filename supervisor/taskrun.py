@@ -81,8 +81,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds a cancelled task gets to end its stream before its runtime is stopped.
-CANCEL_GRACE_S = 10.0
 #: What taskrun returns when Airflow took the TI away: nothing was reported.
 GONE = "gone"
 
@@ -339,9 +337,8 @@ class TaskRun:
         )
         heartbeat.start()
         watchdog = self._start_watchdog(runtime, timeout_s)
-        drained = self.runner.drain.watch(lambda why: self._cut_short(runtime, why)) if (
-            self.runner.drain
-        ) else nullcontext()
+        drain = self.runner.drain
+        drained = drain.watch(lambda why: self._cut_short(runtime, why)) if drain else nullcontext()
         try:
             with drained:
                 outcome: Outcome = runtime.execute(start, host, cancel=self.cancel)
@@ -477,11 +474,12 @@ class TaskRun:
         """Cancel the task (drain over); stop its runtime if it ignores that for a grace."""
         self._stop(reason)
 
+        grace_s = self.settings.supervisor.cancel_grace_s
+
         def escalate() -> None:
-            if not self.done.wait(CANCEL_GRACE_S):
+            if not self.done.wait(grace_s):
                 self._note(
-                    f"Stopping runtime pid {runtime.pid}: task ignored its cancel for "
-                    f"{CANCEL_GRACE_S:g}s",
+                    f"Stopping runtime pid {runtime.pid}: task ignored its cancel for {grace_s:g}s",
                     level="error",
                 )
                 runtime.stop(grace_s=0)

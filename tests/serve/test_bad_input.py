@@ -175,3 +175,31 @@ def test_a_damaged_version_fails_only_its_own_tasks(
     assert "bundle example-etl==1.0.0: runtime (pid " in not_runnable[0]
     assert "python: not found" in not_runnable[0]
     _run_good_task(client, serve, api)
+
+
+#: Shaped like Airflow's workload JWT, so the worker log's masking has something to catch.
+LEAKY_TOKEN = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ0aSJ9.c2lnbmF0dXJlLW9mLWEtdGVzdA"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff" + LEAKY_TOKEN.encode(), json.dumps([[{"token": LEAKY_TOKEN}], {}]).encode()[:-3]],
+    ids=["invalid-utf8", "not-json"],
+)  # fmt: skip
+def test_a_message_celery_cannot_decode_never_puts_its_token_in_the_worker_log(
+    serve: Serve, client: Celery, api: HttpFakeApi, body: bytes
+) -> None:
+    """Celery's consumer logs the headers and the start of the body; the token must not show."""
+    message_id = str(uuid.uuid4())
+    with client.connection_for_write() as conn:
+        Producer(conn).publish(
+            body, routing_key=serve.good, content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": "execute_workload", "id": message_id, "lang": "py",
+                     "argsrepr": repr((json.dumps({"token": LEAKY_TOKEN}),))},
+        )  # fmt: skip
+    serve.wait_for(lambda: message_id in serve.log(), "Celery's line about the message")
+    _nothing_left(serve)
+    assert LEAKY_TOKEN not in serve.log()
+    assert LEAKY_TOKEN.split(".")[1] not in serve.log()
+    assert "eyJ***" in serve.log()
