@@ -105,6 +105,12 @@ class RuntimeLost(SupervisorError):
         self.exit_code = exit_code
 
 
+class RuntimeProtocolError(RuntimeLost):
+    """A live runtime broke the protocol: no Result, a second one, a malformed Result, a junk
+    Describe. Like any RuntimeLost it fails the task as retryable and retires the runtime; unlike
+    a crash there is no exit status to wait for."""
+
+
 class NotServing(SupervisorError):
     """No `supervisor serve` answers on the control socket of `home` (`supervisor status`)."""
 

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from bundle_runtime import protocol
 from bundle_runtime._proto import health_pb2, health_pb2_grpc, runtime_pb2, runtime_pb2_grpc
-from supervisor.errors import RuntimeLost, StartTimeout
+from supervisor.errors import RuntimeLost, RuntimeProtocolError, StartTimeout
 from supervisor.plugin.messages import (
     Deferred,
     ErrorInfo,
@@ -62,16 +62,6 @@ _END: Final = object()
 _MAX_QUOTED = 80
 #: Longest unreadable Log.fields_json kept, as text, on the task log line.
 _MAX_KEPT = 1000
-
-
-class RuntimeProtocolError(RuntimeLost):
-    """A live runtime broke the protocol: no Result, a second one, a malformed Result, a junk
-    Describe. Like any RuntimeLost it fails the task as retryable and retires the runtime; unlike
-    a crash there is no exit status to wait for.
-
-    Lives here, not in supervisor/errors.py, because only this module can tell; it belongs in that
-    tree as RuntimeLost's one child.
-    """
 
 
 class RuntimeClient:

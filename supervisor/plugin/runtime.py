@@ -15,8 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 from bundle_runtime import protocol
-from supervisor.errors import RuntimeLost, RuntimeStartError
-from supervisor.plugin.client import RuntimeClient, RuntimeProtocolError
+from supervisor.errors import RuntimeLost, RuntimeProtocolError, RuntimeStartError
+from supervisor.plugin.client import RuntimeClient
 from supervisor.plugin.handshake import StdoutReader, read_handshake
 from supervisor.plugin.launch import RuntimeSpec, launch
 from supervisor.plugin.messages import Host, Outcome, RuntimeDescription, TaskStart

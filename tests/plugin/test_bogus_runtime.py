@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from supervisor.errors import RuntimeLost
-from supervisor.plugin.client import RuntimeProtocolError
+from supervisor.errors import RuntimeLost, RuntimeProtocolError
 from supervisor.plugin.launch import RuntimeSpec
 from supervisor.plugin.messages import Succeeded
 from supervisor.plugin.runtime import Runtime
