@@ -7,8 +7,10 @@ for a fixed sleep.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
+
+import psutil
 
 T = TypeVar("T")
 
@@ -30,3 +32,18 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what}: not reached within {timeout:.0f}s")
         time.sleep(interval)
+
+
+def wait_processes_gone(processes: Iterable[psutil.Process], *, timeout: float, what: str) -> None:
+    """Wait until none of `processes` runs (a zombie, dead but not yet reaped, counts as gone)."""
+
+    def gone() -> bool:
+        for process in processes:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                continue
+        return True
+
+    wait_until(gone, timeout=timeout, interval=0.05, what=what)

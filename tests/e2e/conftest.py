@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -163,3 +163,31 @@ def supervisor_serve(
         if serve.alive():
             exit_code = serve.stop()
             assert exit_code == 0, f"supervisor serve exited {exit_code}:\n{serve.log()[-3000:]}"
+
+
+StartServe = Callable[..., ServeProcess]
+
+
+@pytest.fixture
+def own_serve(
+    airflow_stack: AirflowStack, session_home: Path, tmp_path: Path
+) -> Iterator[StartServe]:
+    """Starts `supervisor serve` processes of the test's own, on queue "drain" unless told
+    otherwise, so a test may stop or kill them; whatever is still running is stopped after it."""
+    started: list[ServeProcess] = []
+
+    def start(*, queues: tuple[str, ...] = ("drain",), concurrency: int = 4) -> ServeProcess:
+        workdir = tmp_path / f"serve-{len(started)}"
+        workdir.mkdir()
+        serve = ServeProcess(
+            home=session_home, workdir=workdir, stack_env=airflow_stack.env, queues=queues,
+            concurrency=concurrency,
+        )  # fmt: skip
+        started.append(serve)
+        serve.start()
+        return serve
+
+    yield start
+    for serve in started:
+        if serve.alive():
+            serve.stop()

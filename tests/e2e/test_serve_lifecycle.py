@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.polling import wait_until
+from tests.polling import wait_processes_gone, wait_until
 
+from .conftest import StartServe
 from .serve import ServeProcess
 from .stack import AirflowStack
 
@@ -27,18 +26,8 @@ DAG, TASK = "bundle_drain", "sleep_a_bit"
 
 
 @pytest.fixture
-def drain_worker(
-    airflow_stack: AirflowStack, session_home: Path, tmp_path: Path
-) -> Iterator[ServeProcess]:
-    serve = ServeProcess(
-        home=session_home, workdir=tmp_path, stack_env=airflow_stack.env, queues=("drain",)
-    )
-    serve.start()
-    try:
-        yield serve
-    finally:
-        if serve.alive():
-            serve.stop()
+def drain_worker(own_serve: StartServe) -> ServeProcess:
+    return own_serve()
 
 
 def _start_and_wait_running(stack: AirflowStack, seconds: float) -> str:
@@ -93,7 +82,7 @@ def test_a_task_airflow_took_away_is_stopped_and_nothing_is_reported(
 
 
 def test_kill_9_mid_task_the_restarted_worker_settles_the_ti_at_once(
-    airflow_stack: AirflowStack, drain_worker: ServeProcess, session_home: Path, tmp_path: Path
+    airflow_stack: AirflowStack, drain_worker: ServeProcess, own_serve: StartServe
 ):
     """kill -9 leaves no runtime; the restart reports the TI long before the heartbeat timeout."""
     api = airflow_stack.client
@@ -105,20 +94,12 @@ def test_kill_9_mid_task_the_restarted_worker_settles_the_ti_at_once(
     killed = time.monotonic()
     drain_worker.process.send_signal(signal.SIGKILL)
     drain_worker.process.wait(10)
-    wait_until(
-        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in runtimes),
-        timeout=5, interval=0.05, what="no runtime alive 5 s after kill -9",
-    )  # fmt: skip
+    wait_processes_gone(runtimes, timeout=5, what="no runtime alive 5 s after kill -9")
     print(f"\nruntimes gone {time.monotonic() - killed:.2f}s after kill -9")
     assert api.task_instance(DAG, run_id, TASK)["state"] == "running"
 
     restarted = datetime.now(UTC)
-    (tmp_path / "again").mkdir()
-    again = ServeProcess(
-        home=session_home, workdir=tmp_path / "again", stack_env=airflow_stack.env,
-        queues=("drain",),
-    )  # fmt: skip
-    again.start()
+    again = own_serve()
     try:
         wait_until(
             lambda: api.task_instance(DAG, run_id, TASK)["state"] == "failed",

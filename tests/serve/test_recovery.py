@@ -28,7 +28,7 @@ from celery import Celery
 from supervisor.journal import JOURNAL_DIR
 from supervisor.store import BundleStore
 from tests.apistub import HttpFakeApi, execute_task, run_context
-from tests.polling import wait_until
+from tests.polling import wait_processes_gone
 
 from .conftest import ServeProcess, serve_env
 
@@ -131,9 +131,10 @@ def celery_state(client: Celery, celery_id: str) -> str:
     return str(client.AsyncResult(celery_id).state)
 
 
-def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
-    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
-) -> None:
+def start_and_kill_9(
+    tmp_path: Path, home: Path, api: HttpFakeApi, queue: str, client: Celery
+) -> tuple[str, str, list[psutil.Process]]:
+    """serve, a long task running in it, then kill -9; returns (ti_id, celery_id, runtimes)."""
     first = Serve(tmp_path, home, api, queue)
     first.wait_ready()
     ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
@@ -141,29 +142,36 @@ def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
     first.wait_for(lambda: journal_rows(home) == [(ti_id, "running")], "the TI in the journal")
     runtimes = first.runtimes()
     assert runtimes
-
-    killed = time.monotonic()
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
-    wait_until(
-        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in runtimes),
-        timeout=5, interval=0.05, what="runtimes gone within 5 s of kill -9",
-    )  # fmt: skip
+    return ti_id, celery_id, runtimes
+
+
+def settled_by(
+    serve: Serve, api: HttpFakeApi, client: Celery, ti_id: str, celery_id: str, state: str
+) -> None:
+    """`serve` reports `state` for the TI, writes its Celery result and empties the journal."""
+    try:
+        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), serve.log()
+        assert api.fake.finals[ti_id] == state
+        serve.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
+        serve.wait_for(lambda: not journal_rows(serve.home), "journal emptied")
+        serve.wait_ready()
+    finally:
+        assert serve.stop() == 0, serve.log()
+
+
+def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    ti_id, celery_id, runtimes = start_and_kill_9(tmp_path, home, api, queue, client)
+    killed = time.monotonic()
+    wait_processes_gone(runtimes, timeout=5, what="runtimes gone within 5 s of kill -9")
     print(f"\nruntimes gone {time.monotonic() - killed:.2f}s after kill -9")
     assert ti_id not in api.fake.finals
 
-    restarted = time.monotonic()
-    second = Serve(tmp_path, home, api, queue)
-    try:
-        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), second.log()
-        print(f"TI settled {time.monotonic() - restarted:.2f}s after the restart began")
-        assert api.fake.finals[ti_id] == "up_for_retry"
-        second.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
-        second.wait_for(lambda: not journal_rows(home), "journal emptied")
-        assert "stopped before it reported the task's outcome" in task_log(home, ti_id)
-        second.wait_ready()
-    finally:
-        assert second.stop() == 0, second.log()
+    settled_by(Serve(tmp_path, home, api, queue), api, client, ti_id, celery_id, "up_for_retry")
+    assert "stopped before it reported the task's outcome" in task_log(home, ti_id)
 
 
 def test_the_same_worker_twice_on_one_home_is_refused(
@@ -183,23 +191,9 @@ def test_the_same_worker_twice_on_one_home_is_refused(
 def test_a_worker_restarted_with_other_queues_settles_what_it_left(
     tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
 ) -> None:
-    first = Serve(tmp_path, home, api, queue)
-    first.wait_ready()
-    ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
-    wait_running(api, [ti_id])
-    first.wait_for(lambda: journal_rows(home) == [(ti_id, "running")], "the TI in the journal")
-    first.process.send_signal(signal.SIGKILL)
-    first.process.wait(10)
-
+    ti_id, celery_id, _ = start_and_kill_9(tmp_path, home, api, queue, client)
     other = Serve(tmp_path, home, api, f"{queue}-other")
-    try:
-        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), other.log()
-        assert api.fake.finals[ti_id] == "up_for_retry"
-        other.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
-        other.wait_for(lambda: not journal_rows(home), "journal emptied")
-        other.wait_ready()
-    finally:
-        assert other.stop() == 0, other.log()
+    settled_by(other, api, client, ti_id, celery_id, "up_for_retry")
 
 
 def test_ten_final_states_reach_airflow_after_an_api_outage(
@@ -265,15 +259,7 @@ def test_a_ti_still_waiting_for_the_api_at_shutdown_is_settled_by_the_next_start
     assert celery_state(client, celery_id) != "SUCCESS"  # Airflow does not have a state yet
 
     api.up()
-    second = Serve(tmp_path, home, api, queue)
-    try:
-        assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), second.log()
-        assert api.fake.finals[ti_id] == "up_for_retry"
-        second.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
-        second.wait_for(lambda: not journal_rows(home), "journal emptied")
-        second.wait_ready()
-    finally:
-        assert second.stop() == 0, second.log()
+    settled_by(Serve(tmp_path, home, api, queue), api, client, ti_id, celery_id, "up_for_retry")
 
 
 def test_sigterm_drain_grace_ends_then_the_running_ti_is_cancelled_and_reported(
