@@ -12,7 +12,8 @@ Execution API: SUCCESS when the TI was handled (whatever its Airflow state), FAI
 not be run. A duplicate delivery of a TI that is already running is ignored (no result), as
 Airflow's own worker does. So is a TI whose final state is still waiting for an unreachable API
 when the worker stops: the journal keeps it, and the next start sends it and writes the result
-(`result_writer`); a result written before Airflow has the state would fail the TI.
+(`result_writer`); a result written before Airflow has the state would fail the TI. A message
+whose `/run` never got through goes back to the queue for another worker.
 
 Shutdown: SIGTERM and SIGINT both start Celery's warm shutdown and the drain's grace
 (drain.py); a second SIGTERM or SIGINT ends the grace at once. SIGQUIT stays Celery's cold
@@ -28,12 +29,12 @@ from typing import Any
 
 from celery import Celery, signals, states
 from celery.apps.worker import install_worker_term_handler
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
 from supervisor.config import Settings
 from supervisor.drain import Drain
 from supervisor.errors import AlreadyRunning, BundleError, SupervisorError, WorkloadError
-from supervisor.recovery import DeliveryPending
+from supervisor.recovery import DeliveryPending, NotStarted
 from supervisor.workload import Workload, parse_celery_args
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,17 @@ def create_app(
         except WorkloadError as exc:
             log.error("workload.rejected", extra={"celery_id": celery_id, "reason": str(exc)})
             raise
+        ids = {"celery_id": celery_id, "ti_id": workload.ti.id}
         try:
             handle(workload, celery_id)
         except AlreadyRunning:
-            log.info("workload.duplicate", extra={"celery_id": celery_id, "ti_id": workload.ti.id})
+            log.info("workload.duplicate", extra=ids)
             raise Ignore() from None
+        except NotStarted:
+            log.warning("workload.requeued", extra=ids)
+            raise Reject(requeue=True) from None
         except DeliveryPending:
-            log.warning("workload.pending", extra={"celery_id": celery_id, "ti_id": workload.ti.id})
+            log.warning("workload.pending", extra=ids)
             raise Ignore() from None
 
     return app

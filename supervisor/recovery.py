@@ -52,6 +52,10 @@ class DeliveryPending(Exception):
     """The worker stopped before the API came back; the journal keeps the state for next start."""
 
 
+class NotStarted(DeliveryPending):
+    """The worker stopped before `/run` got through: the TI never started, give its message back."""
+
+
 def keep_trying(
     call: Callable[[], T],
     *,

@@ -61,7 +61,7 @@ from supervisor.plugin.messages import (
     Succeeded,
     TaskStart,
 )
-from supervisor.recovery import DELIVERED, deliver, keep_trying
+from supervisor.recovery import DELIVERED, DeliveryPending, NotStarted, deliver, keep_trying
 from supervisor.resolve import resolve
 from supervisor.xcom.backend import DatabaseXCom, XComAddress
 
@@ -167,12 +167,16 @@ class TaskRun:
             self.runner.metrics.queue_wait(time.monotonic() - started)
             pid = runtime.pid if runtime else os.getpid()
             api = self.runner.api.for_task(self.ti.id, self.workload.token, on_refresh=self._token)
-            context = api.run(
-                hostname=self.hostname,
-                unixname=getpass.getuser(),
-                pid=pid,
-                start_date=datetime.now(UTC),
-            )
+            start = {"hostname": self.hostname, "unixname": getpass.getuser(), "pid": pid}
+            start_date = datetime.now(UTC)
+            try:  # through an outage too: until /run answers, nothing has started
+                context = keep_trying(
+                    lambda: api.run(**start, start_date=start_date),
+                    give_up=self.runner.give_up,
+                    on_wait=self._waiting("/run is tried"),
+                )
+            except DeliveryPending as exc:
+                raise NotStarted(str(exc)) from exc
             self._journal_started(api, context, runtime)
             api.state_sender = lambda body: self._deliver(api, body)
             self._lap("run")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from celery import Celery
 
 from supervisor.journal import JOURNAL_DIR
@@ -30,7 +31,7 @@ from supervisor.store import BundleStore
 from tests.apistub import HttpFakeApi, execute_task, run_context
 from tests.polling import wait_processes_gone
 
-from .conftest import ServeProcess, serve_env
+from .conftest import BROKER, ServeProcess, serve_env
 
 BUNDLE = "example-etl==2.0.0"
 #: The outage of the acceptance test; OUTAGE_S shortens it for a quick local run.
@@ -295,3 +296,20 @@ def test_a_second_signal_ends_the_drain_at_once(
     assert f"second {signal.Signals(second).name}" in task_log(home, ti_id)
     assert celery_state(client, celery_id) == "SUCCESS"
     assert not journal_rows(home)
+
+
+def test_a_ti_whose_run_never_got_through_goes_back_to_the_queue_at_shutdown(
+    tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
+) -> None:
+    api.down()
+    first = Serve(tmp_path, home, api, queue, drain_grace_s=1)
+    first.wait_ready()
+    ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
+    first.wait_for(lambda: "ti.api_unreachable" in first.log(), "/run waiting for the API")
+    assert first.stop() == 0, first.log()
+    assert "workload.requeued" in first.log()
+    assert not journal_rows(home)  # nothing started, nothing owed
+    assert redis.Redis.from_url(BROKER).llen(queue) == 1  # the message is back in the queue
+
+    api.up()
+    settled_by(Serve(tmp_path, home, api, queue), api, client, ti_id, celery_id, "success")
