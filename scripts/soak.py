@@ -23,9 +23,10 @@ and API pools) may grow by one per slot, and every other fd must not grow at all
 Outages (`--outage-runs R --outage-s S`): per run, a second serve (concurrency = the run's 10
 tasks) starts 10 `sleep_a_bit` tasks holding `--hold-s` seconds; once every one has started,
 the stub goes down (listener closed, connections dropped) for S seconds and comes back on the
-same port. The tasks end during the outage, so their final states must survive it. A run waits
-for each Celery result (the worker is done with the TI) and counts as lost every TI without a
-final state at the stub. Criterion: 0 lost over the R runs, which run one after another.
+same port (`--outage-mode 503`: it answers every request 503 instead). The tasks end during the
+outage, so their final states must survive it. A run waits for each Celery result (the worker
+is done with the TI) and counts as lost every TI without a final state at the stub. Criterion:
+0 lost over the R runs, which run one after another.
 
 Prints a table and a verdict; `--json PATH` also writes them. Exit 0 when every criterion holds,
 1 when one fails.
@@ -315,9 +316,10 @@ def _progress(sample: Sample, failures: int) -> None:
 
 def run_outage(
     index: int, api: HttpFakeApi, app: Celery, queues: Sequence[str], *,
-    outage_s: float, hold_s: float,
+    outage_s: float, hold_s: float, mode: str = "down",
 ) -> OutageRun:  # fmt: skip
-    """Ten tasks running, the API down for `outage_s`, then up: did every final state arrive?"""
+    """Ten tasks running, the API down (or answering 503) for `outage_s`, then up: did every
+    final state arrive?"""
     stub = api.fake
     runs: list[tuple[str, AsyncResult]] = []
     for k in range(OUTAGE_TASKS):
@@ -331,7 +333,10 @@ def run_outage(
     stub.wait(lambda: all(t in stub.run_at for t in ti_ids), START_TIMEOUT_S)
     with stub.lock:
         started = sum(t in stub.run_at for t in ti_ids)
-    api.down()
+    if mode == "503":
+        api.unavailable()
+    else:
+        api.down()
     threading.Event().wait(outage_s)  # the outage itself, not a wait for something
     api.up()
     back = time.monotonic()
@@ -424,10 +429,13 @@ def print_soak(soak: Soak, criteria: dict[str, Any], concurrency: int, window: i
     )
 
 
-def print_outages(runs: list[OutageRun], outage_s: float, hold_s: float) -> dict[str, Any]:
+def print_outages(
+    runs: list[OutageRun], outage_s: float, hold_s: float, mode: str
+) -> dict[str, Any]:
+    outage = "down" if mode == "down" else "answering 503"
     print(
         f"\noutages: {len(runs)} runs, {OUTAGE_TASKS} tasks holding {hold_s:g}s each, "
-        f"API down {outage_s:g}s once all had started"
+        f"API {outage} {outage_s:g}s once all had started"
     )
     print(f"{'run':>4} {'started':>8} {'lost':>5} {'recovery s':>11}  final states / Celery")
     for r in runs:
@@ -460,6 +468,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat_interval_s")
     parser.add_argument("--outage-runs", type=int, default=0)
     parser.add_argument("--outage-s", type=float, default=60.0)
+    parser.add_argument(
+        "--outage-mode", choices=("down", "503"), default="down",
+        help="down: nothing listens, connections dropped; 503: every request answered 503",
+    )  # fmt: skip
     parser.add_argument("--hold-s", type=float, help="outage task length (min(5, S/2))")
     parser.add_argument("--json", type=Path, help="also write the verdict here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -524,11 +536,13 @@ def _phases(
         runs: list[OutageRun] = []
         with serving(work / "outage", home, api, queues, OUTAGE_TASKS, args.heartbeat_s):
             for index in range(args.outage_runs):
-                runs.append(
-                    run_outage(index, api, app, queues, outage_s=args.outage_s, hold_s=args.hold_s)
-                )
+                run = run_outage(
+                    index, api, app, queues,
+                    outage_s=args.outage_s, hold_s=args.hold_s, mode=args.outage_mode,
+                )  # fmt: skip
+                runs.append(run)
                 print(f"  outage run {index}: lost {len(runs[-1].lost)}", file=sys.stderr)
-        verdict = print_outages(runs, args.outage_s, args.hold_s)
+        verdict = print_outages(runs, args.outage_s, args.hold_s, args.outage_mode)
         report["outages"] = {"runs": [asdict(r) for r in runs], "criteria": verdict}
         ok = ok and verdict["ok"]
     return ok

@@ -16,8 +16,9 @@ Where the stub follows Airflow (airflow/api_fastapi/execution_api/routes/task_in
 200 again, from anyone else 409 `invalid_state` with its `previous_state`; a heartbeat of a TI
 not running, or running elsewhere, is 409; a state update repeating the TI's current state is
 200 (a retried final state whose reply was lost), any other update of a TI not running is 409;
-an unknown TI is 404. Token rules are FakeExecutionApi's: the workload token only for /run,
-whose reply carries the execution token every later call must use.
+an unknown TI is 404. There is no scheduler: a TI whose try ended never becomes queued again.
+Token rules are FakeExecutionApi's: the workload token only for /run, whose reply carries the
+execution token every later call must use.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class StubExecutionApi(FakeExecutionApi):
     final_at: dict[str, float] = field(default_factory=dict)
     #: TI id -> time.monotonic() of its first successful /run.
     run_at: dict[str, float] = field(default_factory=dict)
-    #: State reports per state, duplicates and refused ones included.
+    #: Reports per state for known TIs, repeats (200) and refused ones (409) included.
     reports: Counter[str] = field(default_factory=Counter)
     #: TI id -> (hostname, unixname, pid) of the /run that started it.
     owners: dict[str, tuple[str, str, int]] = field(default_factory=dict)
