@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+from supervisor.api.task import MAX_RETRY_REASON
 from supervisor.errors import ApiUnavailable, ExecutionApiError, TaskInstanceGone
 from supervisor.journal import REPORTED, RUNNING, Entry, Journal
 from supervisor.logs.files import TaskLog, log_file_path
@@ -106,7 +107,7 @@ def lost_state(entry: Entry, reason: str) -> dict[str, Any]:
     """The final state of a TI whose worker died under it: as a crashed task, retry if allowed."""
     now = datetime.now(UTC).isoformat()
     if entry.should_retry:
-        return {"state": "up_for_retry", "end_date": now, "retry_reason": reason[:500]}
+        return {"state": "up_for_retry", "end_date": now, "retry_reason": reason[:MAX_RETRY_REASON]}
     return {"state": "failed", "end_date": now}
 
 
