@@ -7,14 +7,17 @@ so the Celery result written after it is never early. The phases, in order:
 1. resolve the bundle version and lease a warm runtime for it (a failure is remembered, not
    raised: the TI must still be started so that the failure can be reported through the API);
 2. `/run` with the runtime's pid (a duplicate delivery gets 409 previous_state=running, which the
-   intake ignores); delete `xcom_keys_to_clear`;
+   intake ignores), then a journal row (journal.py) so a restart can settle the TI; delete
+   `xcom_keys_to_clear`;
 3. heartbeat every `heartbeat_interval_s` in a named thread: 404/409/410 cancel the task and
-   nothing is reported; `max_failed_heartbeats` failures in a row cancel it too;
+   nothing is reported; `max_failed_heartbeats` refusals in a row cancel it too, an unreachable
+   API only after [scheduler] task_instance_heartbeat_timeout;
 4. Execute on the runtime, serving its HostCalls through the API (`hostcalls.ApiHost`), with a
    watchdog (limits.py) that cancels at the task's timeout, kills the runtime if the task ignores
    that, and kills it at once past the memory limit;
 5. map the outcome to Airflow's final state: success (return_value pushed first), up_for_retry
-   only when `should_retry`, failed, skipped, up_for_reschedule or deferred.
+   only when `should_retry`, failed, skipped, up_for_reschedule or deferred; journal it, then
+   send it until Airflow has it (recovery.py), so an API outage or a restart loses nothing.
 
 Two streams, never mixed: the task log (Airflow's file, what the UI shows, human sentences) and
 the worker log (one INFO line as a TI starts and one as it ends, short events with context).
@@ -400,7 +403,6 @@ class TaskRun:
         if not isinstance(outcome, Succeeded) or outcome.return_value_json is None:
             return outcome
         where, value = self._own_xcom("return_value"), outcome.return_value_json
-
         try:
             keep_trying(
                 lambda: self.runner.xcom.set_json(api, where, value, mapped_length=None),
@@ -477,7 +479,6 @@ class TaskRun:
     def _cut_short(self, runtime: Runtime, reason: str) -> None:
         """Cancel the task (drain over); stop its runtime if it ignores that for a grace."""
         self._stop(reason)
-
         grace_s = self.settings.supervisor.cancel_grace_s
 
         def escalate() -> None:
