@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from tests.apistub import HttpFakeApi
 from tests.conftest import REPO
 from tests.polling import wait_until
 
@@ -78,3 +79,10 @@ def client() -> Iterator[Celery]:
     app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
     yield app
     app.close()
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[HttpFakeApi]:
+    """The Execution API stub over real HTTP (tests/apistub.py), one per test module."""
+    with HttpFakeApi() as api:
+        yield api

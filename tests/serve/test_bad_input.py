@@ -60,12 +60,6 @@ class Serve(ServeProcess):
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[HttpFakeApi]:
-    with HttpFakeApi() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
 def serve(
     tmp_path_factory: pytest.TempPathFactory,
     example_wheels: dict[str, Path],

@@ -13,11 +13,9 @@ from __future__ import annotations
 import signal
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from celery import Celery
 
 from bundle_runtime import protocol
@@ -26,12 +24,6 @@ from tests.api.conftest import WORKLOAD_TOKEN
 from tests.apistub import HttpFakeApi, execute_task
 
 from .conftest import ServeProcess, serve_env
-
-
-@pytest.fixture
-def api() -> Iterator[HttpFakeApi]:
-    with HttpFakeApi() as api:
-        yield api
 
 
 def test_a_running_task_sees_no_token_url_or_airflow_setting(

@@ -103,12 +103,6 @@ def _workload(queue: str, task_id: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[HttpFakeApi]:
-    with HttpFakeApi() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
 def serve(
     tmp_path_factory: pytest.TempPathFactory,
     example_wheels: dict[str, Path],
