@@ -242,6 +242,12 @@ class Journal:
             for row in rows
         ]
 
+    def phases(self) -> dict[str, int]:
+        """How many rows are in each phase (all three present, zero when empty)."""
+        with self._mutex:
+            rows = self._db.execute("SELECT phase, COUNT(*) FROM tis GROUP BY phase").fetchall()
+        return {RUNNING: 0, REPORTING: 0, REPORTED: 0} | {phase: n for phase, n in rows}
+
     def __len__(self) -> int:
         with self._mutex:
             (count,) = self._db.execute("SELECT COUNT(*) FROM tis").fetchone()

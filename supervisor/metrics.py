@@ -19,6 +19,9 @@ TI id or a pid.
     supervisor_runtimes{bundle,version,state}               gauge, state = idle | busy
     supervisor_runtime_rss_bytes{bundle,version}            gauge, sum over that version's runtimes
     supervisor_bundle_install_seconds{bundle,version}       gauge, recorded by `bundle install`
+    supervisor_journal_tis{phase}                           gauge, journal rows: running |
+                                                            reporting (a state waits for the API) |
+                                                            reported (a Celery result is owed)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from supervisor.errors import ConfigError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from supervisor.journal import Journal
     from supervisor.pool import RuntimePool
     from supervisor.store import BundleStore
 
@@ -135,17 +139,27 @@ class Metrics:
 
     # -- scrape-time state ---------------------------------------------------------------------
 
-    def watch(self, *, pool: RuntimePool | None = None, store: BundleStore | None = None) -> None:
-        """Collect live runtimes and RSS from `pool`, install times from `store`, per scrape."""
-        self.registry.register(_StateCollector(pool, store))
+    def watch(
+        self,
+        *,
+        pool: RuntimePool | None = None,
+        store: BundleStore | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        """Collect live runtimes and RSS from `pool`, install times from `store` and the TIs
+        the journal holds by phase, per scrape."""
+        self.registry.register(_StateCollector(pool, store, journal))
 
 
 class _StateCollector(Collector):
     """Gauges read at scrape time; a failing read logs and yields what it has."""
 
-    def __init__(self, pool: RuntimePool | None, store: BundleStore | None) -> None:
+    def __init__(
+        self, pool: RuntimePool | None, store: BundleStore | None, journal: Journal | None
+    ) -> None:
         self._pool = pool
         self._store = store
+        self._journal = journal
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: names are fixed here, values need a scrape
@@ -155,6 +169,18 @@ class _StateCollector(Collector):
             yield from self._runtime_gauges(self._pool)
         if self._store is not None:
             yield self._install_gauge(self._store)
+        if self._journal is not None:
+            yield self._journal_gauge(self._journal)
+
+    def _journal_gauge(self, journal: Journal) -> Metric:
+        gauge = GaugeMetricFamily(
+            "supervisor_journal_tis", "TIs in this worker's journal by phase: running, reporting "
+            "(the final state waits for the Execution API), reported (the Celery result is owed).",
+            labels=["phase"],
+        )  # fmt: skip
+        for phase, count in sorted(journal.phases().items()):
+            gauge.add_metric([phase], count)
+        return gauge
 
     def _runtime_gauges(self, pool: RuntimePool) -> Iterator[Metric]:
         runtimes = GaugeMetricFamily(

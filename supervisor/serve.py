@@ -54,7 +54,7 @@ def serve(settings: Settings) -> int:
     xcom = backend_from_settings(settings)  # a bad [common.io] setting stops us here
     metrics, running = Metrics(), RunningTasks()
     pool = _pool(settings, metrics)
-    metrics.watch(pool=pool, store=store)
+    metrics.watch(pool=pool, store=store, journal=journal)
     try:
         log.debug("serve.start", extra={"component": "logs"})
         settler: Settler | None = None

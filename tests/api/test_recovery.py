@@ -17,6 +17,7 @@ import pytest
 from supervisor import recovery
 from supervisor.api.client import ExecutionApiClient
 from supervisor.journal import REPORTED, REPORTING, RUNNING, Journal, JournalLocked, journal_path
+from supervisor.metrics import Metrics
 from supervisor.recovery import DELIVERED, DeliveryPending, Settler, deliver
 
 from .conftest import BASE_URL, FakeExecutionApi
@@ -245,3 +246,22 @@ def test_rows_of_a_dead_workers_journal_are_settled_too(
     assert results == ["celery-1"]
     with Journal(journal_path(tmp_path, "gone-worker", ["old"])) as old:
         assert len(old) == 0
+
+
+def test_metrics_count_the_journal_by_phase(journal: Journal) -> None:
+    metrics = Metrics()
+    metrics.watch(journal=journal)
+    for n, ti_id in enumerate(("a", "b", "c")):
+        journal.started(
+            ti_id=ti_id, celery_id=f"c{n}", token="t", should_retry=False, ti=TI_FIELDS,
+            log_path="l", runtime_pid=None, runtime_started=None,
+        )  # fmt: skip
+    journal.reporting("b", SUCCESS)
+    journal.reported("c")
+
+    def gauge(phase: str) -> float | None:
+        return metrics.registry.get_sample_value("supervisor_journal_tis", {"phase": phase})
+
+    assert (gauge("running"), gauge("reporting"), gauge("reported")) == (1, 1, 1)
+    journal.result_written("c2")
+    assert gauge("reported") == 0
