@@ -115,8 +115,8 @@ class TaskRunner:
         with self.running.track(workload.ti):
             try:
                 TaskRun(self, workload, celery_id).run()
-            except AlreadyRunning:
-                raise
+            except (AlreadyRunning, DeliveryPending):
+                raise  # a duplicate; or a state the journal keeps for the next start
             except Exception:
                 self.metrics.task_finished(self.running.bundle_of(workload.ti.id), NOT_REPORTED)
                 raise
@@ -149,7 +149,6 @@ class TaskRun:
             "celery_id": celery_id,
         }
         self.task_log: TaskLog | None = None
-        self.celery_id = celery_id
         self.journal = runner.journal
         #: Milliseconds per phase (prepare, run, execute, report) for ti.finished.
         self.phase_ms: dict[str, float] = {}
@@ -211,7 +210,7 @@ class TaskRun:
             return
         self.journal.started(
             ti_id=str(self.ti.id),
-            celery_id=self.celery_id,
+            celery_id=self.context["celery_id"],
             token=api.execution_token or "",
             should_retry=context.should_retry,
             ti={k: v for k, v in self.context.items() if k not in ("ti_id", "celery_id")}
