@@ -8,14 +8,12 @@ well as a swapped wheel. Problems come back as lines for people; nothing here ra
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.bundle_venv import site_packages, venv_python
-from supervisor.wheelfile import normalize_name, sha256_file
+from supervisor.wheelfile import normalize_name, record_hash, sha256_file
 
 if TYPE_CHECKING:
     from supervisor.store import InstalledBundle
@@ -77,12 +75,11 @@ def _check_record(site: Path, dist_info: Path) -> list[str]:
 
 
 def _check_entry(path: Path, recorded: str) -> str | None:
-    algorithm, _, expected = recorded.partition("=")
+    algorithm = recorded.partition("=")[0]
     try:
-        digest = hashlib.new(algorithm, path.read_bytes()).digest()
+        actual = record_hash(path.read_bytes(), algorithm)
     except FileNotFoundError:
         return "file is missing"
     except ValueError:
         return f"unknown hash algorithm {algorithm!r} in RECORD"
-    actual = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    return None if actual == expected else "content differs from RECORD (modified)"
+    return None if actual == recorded else "content differs from RECORD (modified)"

@@ -125,16 +125,11 @@ def _record_problems(zf: zipfile.ZipFile, dist_info: str) -> list[str]:
         algorithm, _, _ = expected.partition("=")
         if algorithm not in _RECORD_ALGORITHMS:
             problems.append(f"{name} has hash {expected!r} in RECORD, not sha256 or stronger")
-        elif _record_digest(algorithm, zf.read(info)) != expected:
+        elif record_hash(zf.read(info), algorithm) != expected:
             problems.append(f"{name} differs from its hash in RECORD")
     problems += [f"{name} is in RECORD but not in the wheel" for name in recorded
                  if name not in unhashed]  # fmt: skip
     return problems
-
-
-def _record_digest(algorithm: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=")
-    return f"{algorithm}={digest.decode('ascii')}"
 
 
 def _read_stamp(zf: zipfile.ZipFile, member: str) -> str | None:
@@ -155,9 +150,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def record_hash(data: bytes) -> str:
-    """A RECORD hash field: `sha256=` + urlsafe base64 without padding (PEP 376/427)."""
-    return _record_digest("sha256", data)
+def record_hash(data: bytes, algorithm: str = "sha256") -> str:
+    """A RECORD hash field: `<algorithm>=` + urlsafe base64 without padding (PEP 376/427).
+
+    Raises:
+        ValueError: hashlib does not know `algorithm`.
+    """
+    digest = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=")
+    return f"{algorithm}={digest.decode('ascii')}"
 
 
 def record_text(files: list[tuple[str, bytes]], record_name: str) -> str:
