@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from supervisor.errors import RuntimeLost
 from supervisor.metrics import Metrics
 from supervisor.plugin.launch import RuntimeSpec
 from supervisor.plugin.runtime import DEFAULT_GRACE_S, Runtime, start_runtime
@@ -120,16 +119,12 @@ class RuntimePool:
         when a new runtime does not come up, and RuntimeError once the pool is closed.
         """
         runtime = self._acquire(spec)
-        lost = False
         try:
             yield runtime
-        except RuntimeLost:
-            lost = True
-            raise
         finally:
-            # Other exceptions retire the runtime only if they came out of its execute()
+            # An exception retires the runtime only if it came out of the runtime itself
             # (Runtime.reusable); an API error after a clean task leaves it warm.
-            self._release(runtime, lost=lost)
+            self._release(runtime)
 
     def stats(self) -> PoolStats:
         with self._cond:
@@ -246,8 +241,8 @@ class RuntimePool:
         logger.debug("pool.cold_start", extra={"bundle": spec.bundle, "pid": runtime.pid})
         return runtime
 
-    def _release(self, runtime: Runtime, *, lost: bool) -> None:
-        reason = self._retire_reason(runtime, lost=lost)
+    def _release(self, runtime: Runtime) -> None:
+        reason = self._retire_reason(runtime)
         with self._cond:
             self._busy[runtime.spec].discard(runtime)
             if reason is None and self._closed.is_set():
@@ -259,8 +254,8 @@ class RuntimePool:
         if reason is not None:
             self._stop_async([runtime], reason=reason)
 
-    def _retire_reason(self, runtime: Runtime, *, lost: bool) -> str | None:
-        if lost or not runtime.reusable():
+    def _retire_reason(self, runtime: Runtime) -> str | None:
+        if not runtime.reusable():
             return "task ended in an exception" if runtime.alive() else "runtime died"
         if self._max_tasks and runtime.tasks_run >= self._max_tasks:
             return f"ran {runtime.tasks_run} tasks"

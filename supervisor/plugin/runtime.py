@@ -189,7 +189,11 @@ class Runtime:
 
     def describe(self) -> RuntimeDescription:
         """What the runtime serves (Describe). Raises RuntimeLost if it cannot answer."""
-        return self._client.describe()
+        try:
+            return self._client.describe()
+        except RuntimeLost:
+            self._tainted = True
+            raise
 
     def execute(
         self, start: TaskStart, host: Host, *, cancel: threading.Event | None = None
@@ -231,7 +235,7 @@ class Runtime:
         return not self._stopped and self._parts.process.alive()
 
     def reusable(self) -> bool:
-        """Alive, and its last task ended with an outcome, not an exception or a cancel."""
+        """Alive, and its last call ended with an answer, not an exception or a cancel."""
         return self.alive() and not self._tainted
 
     def rss_bytes(self) -> int:
