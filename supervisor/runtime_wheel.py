@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import io
-import os
-import tempfile
-import zipfile
 from pathlib import Path
 
 import supervisor
-from supervisor.wheelfile import record_text
+from supervisor.wheelfile import record_text, write_atomically, zip_bytes, zip_entry
 
 #: Distribution name bundles depend on (`dependencies = ["bundle-runtime"]`).
 DIST_NAME = "bundle-runtime"
@@ -79,14 +75,7 @@ def ensure_runtime_wheel(wheels_dir: Path, *, pkg_dir: Path | None = None) -> Pa
     if target.is_file() and target.read_bytes() == data:
         return target
     wheels_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=wheels_dir, prefix=".tmp-", suffix=".whl")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, data)
     return target
 
 
@@ -102,7 +91,7 @@ def build_wheel_bytes(pkg_dir: Path, version: str) -> bytes:
         (f"{dist_info}/entry_points.txt", _entry_points().encode()),
     ]
     files.append((f"{dist_info}/RECORD", record_text(files, f"{dist_info}/RECORD").encode()))
-    return _zip(files)
+    return zip_bytes([(zip_entry(name, _ZIP_EPOCH), data) for name, data in files])
 
 
 def _package_files(pkg_dir: Path) -> list[tuple[str, Path]]:
@@ -139,14 +128,3 @@ def _wheel_file() -> str:
 
 def _entry_points() -> str:
     return "[console_scripts]\n" + "".join(f"{line}\n" for line in CONSOLE_SCRIPTS)
-
-
-def _zip(files: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, data)
-    return buffer.getvalue()

@@ -178,30 +178,38 @@ def add_file(path: Path, name_in_dist_info: str, data: bytes) -> None:
         record_name, member = f"{dist_info}/RECORD", f"{dist_info}/{name_in_dist_info}"
         skipped = (record_name, member)
         entries = [(i, zf.read(i)) for i in zf.infolist() if i.filename not in skipped]
-    template = entries[-1][0] if entries else zipfile.ZipInfo(member)
-    entries.append((_like(template, member), data))
+    date_time = entries[-1][0].date_time if entries else zipfile.ZipInfo(member).date_time
+    entries.append((zip_entry(member, date_time), data))
     files = [(info.filename, content) for info, content in entries]
     record = record_text(files, record_name).encode()
-    entries.append((_like(template, record_name), record))
-    _write_atomically(path, entries)
+    entries.append((zip_entry(record_name, date_time), record))
+    write_atomically(path, zip_bytes(entries))
 
 
-def _like(template: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=template.date_time)
+def zip_entry(name: str, date_time: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+    """A wheel member as we write them: mode 0o644, deflated, the given timestamp."""
+    info = zipfile.ZipInfo(name, date_time=date_time)
     info.external_attr = 0o644 << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
 
 
-def _write_atomically(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]]) -> None:
+def zip_bytes(entries: list[tuple[zipfile.ZipInfo, bytes]]) -> bytes:
+    """A zip archive of `entries`, in their order, as bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as out:
         for info, content in entries:
             out.writestr(info, content)
+    return buffer.getvalue()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and `os.replace`: readers see the old
+    file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".whl")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
