@@ -26,16 +26,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TASKS_PER_RUNTIME = 1000
 DEFAULT_IDLE_TIMEOUT_S = 300.0
-#: Spawn durations kept for stats().
-_SPAWN_HISTORY = 100
-
-
-@dataclass(frozen=True)
-class KeyStats:
-    """Runtimes of one bundle label, as stats() reports them."""
-
-    idle: int
-    busy: int
 
 
 @dataclass(frozen=True)
@@ -52,10 +42,6 @@ class PoolStats:
     recycled: int
     #: Runtimes idle, busy or starting right now.
     live: int
-    #: Per bundle label ("name==version").
-    per_key: dict[str, KeyStats]
-    #: Seconds from spawn to health SERVING of the most recent starts, oldest first.
-    spawn_seconds: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -105,7 +91,6 @@ class RuntimePool:
         self._busy: dict[RuntimeSpec, set[Runtime]] = collections.defaultdict(set)
         self._starting = 0
         self._counts = collections.Counter[str]()
-        self._spawn_s: collections.deque[float] = collections.deque(maxlen=_SPAWN_HISTORY)
         self._stoppers: set[threading.Thread] = set()
         self._closed = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle, name="pool-reaper", daemon=True)
@@ -128,19 +113,12 @@ class RuntimePool:
 
     def stats(self) -> PoolStats:
         with self._cond:
-            per_key: dict[str, KeyStats] = {}
-            for spec in self._idle.keys() | self._busy.keys():
-                old = per_key.get(spec.bundle, KeyStats(0, 0))
-                idle, busy = len(self._idle[spec]), len(self._busy[spec])
-                per_key[spec.bundle] = KeyStats(old.idle + idle, old.busy + busy)
             return PoolStats(
                 warm_hits=self._counts["warm_hits"],
                 cold_starts=self._counts["cold_starts"],
                 start_failures=self._counts["start_failures"],
                 recycled=self._counts["recycled"],
                 live=self._live(),
-                per_key={k: v for k, v in per_key.items() if v.idle or v.busy},
-                spawn_seconds=tuple(self._spawn_s),
             )
 
     def runtimes(self) -> list[RuntimeInfo]:
@@ -235,7 +213,6 @@ class RuntimePool:
         with self._cond:
             self._starting -= 1
             self._counts["cold_starts"] += 1
-            self._spawn_s.append(runtime.spawn_s)
             self._busy[spec].add(runtime)
         self._metrics.cold_start(spec.bundle, runtime.spawn_s)
         logger.debug("pool.cold_start", extra={"bundle": spec.bundle, "pid": runtime.pid})
