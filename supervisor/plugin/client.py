@@ -42,7 +42,6 @@ from supervisor.plugin.messages import (
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = protocol.MAX_MESSAGE_BYTES
 #: Pause between health checks that answered NOT_SERVING.
 HEALTH_RETRY_S = 0.05
 DESCRIBE_TIMEOUT_S = 10.0
@@ -77,8 +76,8 @@ class RuntimeClient:
         self._channel = grpc.insecure_channel(
             f"unix:{socket_path}",
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", protocol.MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", protocol.MAX_MESSAGE_BYTES),
             ],
         )
         self._runtime = runtime_pb2_grpc.BundleRuntimeStub(self._channel)

@@ -146,7 +146,7 @@ class Runtime:
     Made by `start_runtime`. Whoever holds it (normally the pool) must call `stop()` or use it as
     a context manager; one never stopped warns in `__del__`. Thread-safe: `alive()`, `rss_bytes()`
     and `stop()` may be called from any thread; a second concurrent `execute()` is refused.
-    `started_at` and `last_used` are time.monotonic() values.
+    `last_used` is a time.monotonic() value.
     """
 
     def __init__(self, spec: RuntimeSpec, parts: _Parts, *, spawn_s: float) -> None:
@@ -158,8 +158,7 @@ class Runtime:
         #: Seconds from spawn to health SERVING.
         self.spawn_s = spawn_s
         self.tasks_run = 0
-        self.started_at = time.monotonic()
-        self.last_used = self.started_at
+        self.last_used = time.monotonic()
         self._parts = parts
         self._client = parts.client
         self._busy = threading.Lock()
