@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Final
 from bundle_runtime import protocol
 from supervisor.errors import HandshakeError, ProtocolVersionError, StartTimeout
 from supervisor.plugin.process import describe_exit
-from supervisor.plugin.stderr import MAX_LINE_BYTES
+from supervisor.plugin.stderr import read_lines
 
 if TYPE_CHECKING:
     from supervisor.plugin.process import RuntimeProcess
@@ -63,8 +63,7 @@ class StdoutReader:
 
     def _run(self) -> None:
         first = True
-        for raw in iter(lambda: self._stream.readline(MAX_LINE_BYTES), b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        for line in read_lines(self._stream):
             if first:
                 first = False
                 self._events.put(line)

@@ -13,6 +13,7 @@ import collections
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 logger = logging.getLogger("supervisor.runtime")
@@ -79,8 +80,7 @@ class StderrPump:
             return self._last_problem
 
     def _run(self) -> None:
-        for raw in iter(lambda: self._stream.readline(MAX_LINE_BYTES), b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        for line in read_lines(self._stream):
             if line.strip():
                 self._handle(line)
 
@@ -105,6 +105,12 @@ class StderrPump:
             if problem and not self._crashed:
                 self._last_problem = text
             self._crashed = self._crashed or text.startswith(FATAL_PREFIX)
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[str]:
+    """A runtime pipe's lines until EOF, decoded, without line ends; long ones in pieces."""
+    for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def _parse_json_line(line: str) -> dict[str, Any] | None:
