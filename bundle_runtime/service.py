@@ -24,9 +24,9 @@ from . import __version__
 from ._proto import runtime_pb2 as pb
 from ._proto import runtime_pb2_grpc as pb_grpc
 from .bundle import Bundle
-from .exceptions import HostCallFailed
+from .exceptions import HostCallFailed, TaskCancelled
 from .executor import Execution
-from .host import ErrorInfo, LogRecord
+from .host import ErrorInfo, LogRecord, qualified_name
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class _Session:
             f"task cancelled by the supervisor ({reason}) but still running after "
             f"{self._cancel_grace_s:g}s; the runtime stays busy until it returns"
         )
-        error = pb.ErrorInfo(type="bundle_runtime.exceptions.TaskCancelled", message=message)
+        error = pb.ErrorInfo(type=qualified_name(TaskCancelled), message=message)
         self.finish(pb.Result(failed=pb.Failed(retryable=True, error=error)))
 
     def on_rpc_done(self) -> None:
