@@ -56,7 +56,7 @@ def test_task_that_ignores_cancel_still_ends_the_stream_and_keeps_the_slot(serve
     after.close()
 
 
-def test_shutdown_sets_the_event_and_returns_at_once(socket_dir: str):
+def test_shutdown_sets_the_event_and_returns_at_once():
     shutdown = threading.Event()
     servicer = BundleRuntimeServicer(sample_bundle.bundle, 1, shutdown)
     assert servicer.Shutdown(pb.ShutdownRequest(), None) == pb.ShutdownResponse()
