@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from supervisor.background import serve_in_thread, stop_server
 from tests.api.conftest import (
     PAYLOADS,
     WORKLOAD_TOKEN,
@@ -257,10 +258,10 @@ class HttpFakeApi:
             self.mode = Mode.DOWN
             server, thread = self._server, self._thread
             self._server = self._thread = None
-            if server is not None:
-                if thread is not None:
-                    server.shutdown()
-                    thread.join()
+            if thread is not None:
+                assert server is not None
+                stop_server(server, thread)
+            elif server is not None:  # bound but never served
                 server.server_close()
             self._drop_connections()
 
@@ -282,11 +283,9 @@ class HttpFakeApi:
             self._listen()
         if self._thread is None:
             assert self._server is not None
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"stub-api:{self.port}", daemon=True,
-            )  # fmt: skip
-            self._thread.start()
+            self._thread = serve_in_thread(
+                self._server, f"stub-api:{self.port}", poll_interval_s=0.05
+            )
 
     def _listen(self) -> None:
         self._server = _Server(("127.0.0.1", self.port), self._handler_class())
