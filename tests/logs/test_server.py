@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from supervisor.errors import ConfigError
 from supervisor.logs.server import LogServer
-from tests.logs.tokens import log_token
+from tests.logs.tokens import log_token, raw_get
 
 SECRET = "unit-test-secret-key-0123456789abcdef0123456789abcdef0123456789abcdef"
 REL = "dag_id=d/run_id=manual__2026-01-01T00:00:00+00:00/task_id=t/attempt=1.log"
@@ -110,20 +109,20 @@ def test_missing_file_is_404(http: httpx.Client) -> None:
 @pytest.mark.parametrize(
     "escape", ["../secret.txt", "dag_id=d/../../secret.txt", "%2E%2E/secret.txt"]
 )
-def test_dotdot_never_leaves_the_folder(http: httpx.Client, folder: Path, escape: str) -> None:
+def test_dotdot_never_leaves_the_folder(server: LogServer, folder: Path, escape: str) -> None:
     (folder.parent / "secret.txt").write_text("outside")
     decoded = escape.replace("%2E", ".")
     # Sent raw: httpx would remove the dot segments before sending. The token even matches.
-    status, body = _raw_get(http, f"/log/{escape}", token(decoded))
+    status, body = raw_get(server.port, f"/log/{escape}", token(decoded))
     assert status == 404
     assert b"outside" not in body
 
 
-def test_absolute_path_is_refused(http: httpx.Client, folder: Path) -> None:
+def test_absolute_path_is_refused(server: LogServer, folder: Path) -> None:
     outside = folder.parent / "secret.txt"
     outside.write_text("outside")
     # "/log/" + "/tmp/.../secret.txt": the filename claim is the absolute path, and matches.
-    status, body = _raw_get(http, f"/log/{outside}", token(str(outside)))
+    status, body = raw_get(server.port, f"/log/{outside}", token(str(outside)))
     assert status == 404
     assert b"outside" not in body
 
@@ -176,18 +175,3 @@ def test_close_stops_serving(folder: Path) -> None:
     srv.close()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/log/{REL}", headers={"Authorization": token()})
-
-
-def _raw_get(http: httpx.Client, target: str, auth: str) -> tuple[int, bytes]:
-    """GET with the request target sent byte for byte (no client-side dot-segment removal)."""
-    port = int(str(http.base_url).rsplit(":", 1)[1].strip("/"))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(
-            f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
