@@ -6,7 +6,7 @@ upload copies it after the final state and never changes that state when it fail
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ def pool() -> Iterator[RuntimePool]:
         pool.close()
 
 
+@pytest.fixture
 def run_talk(
     tmp_path: Path,
     session_home: Path,
@@ -43,8 +44,9 @@ def run_talk(
     fake: FakeExecutionApi,
     workload: Workload,
     pool: RuntimePool,
-    remote_logs: RemoteLogs | None = None,
-) -> list[dict[str, Any]]:
+) -> Callable[[RemoteLogs | None], list[dict[str, Any]]]:
+    """Runs example-etl 2.0.0's `talk` as bundle_logs.talk, uploading with the RemoteLogs given;
+    returns the records of its log file."""
     fake.connections["logs_conn"] = {
         "conn_id": "logs_conn",
         "conn_type": "generic",
@@ -65,32 +67,34 @@ def run_talk(
         },
         environ={},
     )
-    workload = replace(
+    talk = replace(
         workload,
         log_path=LOG_PATH,
         ti=replace(workload.ti, dag_id="bundle_logs", task_id="talk", run_id="r1"),
     )
-    runner = TaskRunner(
-        settings=settings,
-        api=client,
-        store=BundleStore(session_home),
-        pool=pool,
-        remote_logs=remote_logs,
-    )
-    runner.handle(workload, "celery-1")
-    text = (tmp_path / "logs" / LOG_PATH).read_text()
-    return [json.loads(line) for line in text.splitlines()]
+
+    def run(remote_logs: RemoteLogs | None) -> list[dict[str, Any]]:
+        runner = TaskRunner(
+            settings=settings,
+            api=client,
+            store=BundleStore(session_home),
+            pool=pool,
+            remote_logs=remote_logs,
+        )
+        runner.handle(talk, "celery-1")
+        text = (tmp_path / "logs" / LOG_PATH).read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    return run
 
 
 def test_every_channel_lands_in_order_with_fields_and_secrets_masked(
     tmp_path: Path,
-    session_home: Path,
-    client: ExecutionApiClient,
     fake: FakeExecutionApi,
     workload: Workload,
-    pool: RuntimePool,
+    run_talk: Callable[[RemoteLogs | None], Any],
 ) -> None:
-    lines = run_talk(tmp_path, session_home, client, fake, workload, pool)
+    lines = run_talk(None)
     raw = (tmp_path / "logs" / LOG_PATH).read_text()
 
     assert PASSWORD not in raw and MARKED not in raw
@@ -127,16 +131,11 @@ def test_every_channel_lands_in_order_with_fields_and_secrets_masked(
 
 
 def test_remote_upload_copies_the_finished_log(
-    tmp_path: Path,
-    session_home: Path,
-    client: ExecutionApiClient,
-    fake: FakeExecutionApi,
-    workload: Workload,
-    pool: RuntimePool,
+    tmp_path: Path, run_talk: Callable[[RemoteLogs | None], Any]
 ) -> None:
     remote = tmp_path / "remote"
     with RemoteLogs(f"file://{remote}") as remote_logs:
-        run_talk(tmp_path, session_home, client, fake, workload, pool, remote_logs)
+        run_talk(remote_logs)
     # close() waited for the queued upload.
     uploaded = (remote / LOG_PATH).read_bytes()
     assert uploaded == (tmp_path / "logs" / LOG_PATH).read_bytes()
@@ -144,12 +143,8 @@ def test_remote_upload_copies_the_finished_log(
 
 
 def test_failed_upload_leaves_the_task_state_alone(
-    tmp_path: Path,
-    session_home: Path,
-    client: ExecutionApiClient,
     fake: FakeExecutionApi,
-    workload: Workload,
-    pool: RuntimePool,
+    run_talk: Callable[[RemoteLogs | None], Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tries: list[str] = []
@@ -161,7 +156,7 @@ def test_failed_upload_leaves_the_task_state_alone(
     with RemoteLogs(
         "s3://bucket/logs", attempts=3, wait_min_s=0, wait_max_s=0, uploader=broken
     ) as remote_logs:
-        lines = run_talk(tmp_path, session_home, client, fake, workload, pool, remote_logs)
+        lines = run_talk(remote_logs)
     assert lines[-1]["event"] == "Task instance finished: success"
     assert list(fake.states.values()) == ["success"]
     assert tries == [f"s3://bucket/logs/{LOG_PATH}"] * 3
