@@ -24,7 +24,7 @@ import supervisor
 from supervisor import control, logsetup, tasktest
 from supervisor.build import build_bundle
 from supervisor.bundle_venv import Installer, find_uv
-from supervisor.config import load_settings
+from supervisor.config import Settings, load_settings
 from supervisor.errors import RuntimeLost, RuntimeStartError, SupervisorError
 from supervisor.offline import OfflineHost, parse_connection_uri
 from supervisor.plugin.messages import LogRecord, TaskStart
@@ -295,9 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    flags = {"supervisor.home": args.home} if args.home else {}
-    home = load_settings(flags, config_file=args.config).supervisor.home
-    status = control.fetch_status(home)
+    status = control.fetch_status(_settings(args).supervisor.home)
     print(json.dumps(status, indent=2) if args.json else control.format_status(status))
     return RET_OK
 
@@ -379,10 +377,13 @@ def cmd_bundle_test(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings of a command that takes only --home and --config (None flags fall through)."""
+    return load_settings({"supervisor.home": args.home}, config_file=args.config)
+
+
 def _store(args: argparse.Namespace, *, installer: str = Installer.AUTO) -> BundleStore:
-    flags = {"supervisor.home": args.home} if args.home else {}
-    settings = load_settings(flags, config_file=args.config)
-    return BundleStore(settings.supervisor.home, installer=installer)
+    return BundleStore(_settings(args).supervisor.home, installer=installer)
 
 
 def _target(text: str) -> tuple[str, str | None]:
