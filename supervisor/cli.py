@@ -27,6 +27,7 @@ from supervisor.bundle_venv import Installer, find_uv
 from supervisor.config import Settings, load_settings
 from supervisor.errors import RuntimeLost, RuntimeStartError, SupervisorError
 from supervisor.offline import OfflineHost, parse_connection_uri
+from supervisor.plugin import stderr as runtime_stderr
 from supervisor.plugin.messages import LogRecord, TaskStart
 from supervisor.store import BundleStore, InstalledBundle
 
@@ -49,8 +50,6 @@ EXIT_CODES = (
     (RET_USAGE, "the command line was wrong"),
     (RET_INTERRUPTED, "interrupted by Ctrl-C"),
 )
-#: Logger under which the plugin re-emits each runtime's stderr (supervisor/plugin/stderr.py).
-RUNTIME_LOGGER = "supervisor.runtime"
 #: `bundle test` states that make its exit code RET_FAILURE.
 _FAILED_STATES = frozenset({"failed", "up_for_retry"})
 
@@ -75,7 +74,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not verbose:
         # A runtime's stderr (tracebacks included) is re-emitted as warnings for operators of
         # `serve`; at a terminal it would bury the one line that says what went wrong.
-        logging.getLogger(RUNTIME_LOGGER).setLevel(logging.CRITICAL)
+        runtime_stderr.logger.setLevel(logging.CRITICAL)
     command: Command = args.command
     try:
         return command(args)
