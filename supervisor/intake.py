@@ -33,7 +33,7 @@ from celery.exceptions import Ignore, Reject
 
 from supervisor.config import Settings
 from supervisor.drain import Drain
-from supervisor.errors import AlreadyRunning, BundleError, SupervisorError, WorkloadError
+from supervisor.errors import AlreadyRunning, SupervisorError, WorkloadError
 from supervisor.recovery import DeliveryPending, NotStarted
 from supervisor.workload import Workload, parse_celery_args
 
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 TASK_NAME = "execute_workload"
 #: Airflow's app name (celery_app_name); it only shows in banners and events.
 APP_NAME = "airflow.providers.celery.executors.celery_executor"
-#: Errors that are an outcome of bad input rather than a worker bug: logged as one line at ERROR,
-#: recorded as FAILURE, without a traceback in the worker log.
-EXPECTED_ERRORS = (WorkloadError, BundleError, SupervisorError)
+#: Errors that are an outcome of bad input rather than a worker bug (WorkloadError, BundleError and
+#: the rest of the tree): logged as one line at ERROR, recorded as FAILURE, without a traceback.
+EXPECTED_ERRORS = (SupervisorError,)
 
 Handler = Callable[[Workload, str], None]
 #: Told the Celery id of every message whose result Celery has just stored.
