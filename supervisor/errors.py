@@ -12,6 +12,7 @@
     │   ├── ProtocolVersionError no protocol version in common
     │   └── StartTimeout         no handshake or no health SERVING in time
     ├── RuntimeLost              a runtime died or became unreachable mid-task
+    │   └── RuntimeProtocolError a live runtime broke the Execute stream's or Describe's rules
     ├── NotServing               no `supervisor serve` answers on the home's control socket
     ├── XComStorageError         an XCom value could not be written to or read from object storage
     └── ExecutionApiError        Airflow's Execution API said no or could not be reached
