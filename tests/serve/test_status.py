@@ -25,8 +25,7 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.store import BundleStore
-from tests.api.conftest import WORKLOAD_TOKEN
-from tests.apistub import HttpFakeApi
+from tests.apistub import HttpFakeApi, execute_task
 from tests.conftest import REPO
 
 from .conftest import ServeProcess, serve_env
@@ -87,21 +86,6 @@ def _key(name: str, **labels: str) -> MetricKey:
     return name, tuple(sorted(labels.items()))
 
 
-def _workload(queue: str, task_id: str) -> tuple[str, str]:
-    ti_id = str(uuid.uuid4())
-    workload = {
-        "type": "ExecuteTask",
-        "token": WORKLOAD_TOKEN,
-        "dag_rel_path": "example_etl.py",
-        "bundle_info": {"name": "dags-folder", "version": None},
-        "log_path": f"dag_id=example_etl/run_id=r/task_id={task_id}/{ti_id}.log",
-        "ti": {"id": ti_id, "task_id": task_id, "dag_id": "example_etl", "run_id": "r",
-               "try_number": 1, "map_index": -1, "queue": queue, "pool_slots": 1,
-               "priority_weight": 1},
-    }  # fmt: skip
-    return ti_id, json.dumps(workload)
-
-
 @pytest.fixture(scope="module")
 def serve(
     tmp_path_factory: pytest.TempPathFactory,
@@ -122,7 +106,7 @@ def serve(
 
 
 def _run(client: Celery, serve: Serve, task_id: str) -> str:
-    ti_id, workload = _workload(serve.queue, task_id)
+    ti_id, workload = execute_task(serve.queue, task_id=task_id)
     result = client.send_task("execute_workload", args=[workload], queue=serve.queue)
     result.get(timeout=RESULT_TIMEOUT_S)
     return ti_id
@@ -132,7 +116,7 @@ def test_status_lists_the_running_ti_then_metrics_count_it(
     serve: Serve, client: Celery, api: HttpFakeApi
 ) -> None:
     api.fake.variables["example_var"] = "hello"
-    ti_id, workload = _workload(serve.queue, "read_variable")
+    ti_id, workload = execute_task(serve.queue, task_id="read_variable")
     result = client.send_task("execute_workload", args=[workload], queue=serve.queue)
     serve.wait_for(api.reached.is_set, "read_variable's host call", RESULT_TIMEOUT_S)
 
