@@ -86,10 +86,7 @@ def test_stub_down_refuses_and_drops_connections_then_serves_on_the_same_port(
 
         api.up()
         assert api.port == port
-        beat = _call(
-            http, "PUT", f"{ti_id}/heartbeat", token, {"hostname": "soak.test", "pid": 4242}
-        )
-        assert beat.status_code == 204
+        assert _call(http, "PUT", f"{ti_id}/heartbeat", token, BEAT).status_code == 204
 
 
 def test_stub_unavailable_answers_503_until_up(api: HttpFakeApi) -> None:
