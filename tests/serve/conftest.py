@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
 from tests.apistub import HttpFakeApi
@@ -21,6 +22,8 @@ from tests.polling import wait_until
 BROKER = "redis://127.0.0.1:6379/13"
 BACKEND = "redis://127.0.0.1:6379/14"
 READY_TIMEOUT_S = 60
+#: Seconds the late acks of handled messages may take.
+ACK_TIMEOUT_S = 60
 
 
 def serve_env(**extra: str) -> dict[str, str]:
@@ -32,6 +35,16 @@ def serve_env(**extra: str) -> dict[str, str]:
         "AIRFLOW__CELERY__RESULT_BACKEND": BACKEND,
         **extra,
     }
+
+
+def assert_nothing_left(queue: str) -> None:
+    """No message of `queue` waits in Redis or stays unacked (acks come late: wait for them)."""
+    broker = redis.Redis.from_url(BROKER)
+    assert broker.llen(queue) == 0
+    wait_until(
+        lambda: not [v for v in broker.hvals("unacked") if queue.encode() in v],
+        timeout=ACK_TIMEOUT_S, interval=0.05, what="no message of ours left unacked",
+    )  # fmt: skip
 
 
 class ServeProcess:

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 from kombu import Producer
 
@@ -28,9 +27,8 @@ from supervisor.bundle_venv import venv_python
 from supervisor.store import BundleStore
 from supervisor.workload import MAX_WORKLOAD_BYTES
 from tests.apistub import HttpFakeApi, execute_task
-from tests.polling import wait_until
 
-from .conftest import BROKER, ServeProcess, serve_env
+from .conftest import ServeProcess, assert_nothing_left, serve_env
 
 RESULT_TIMEOUT_S = 60
 
@@ -88,15 +86,6 @@ def _run_good_task(client: Celery, serve: Serve, api: HttpFakeApi) -> None:
     assert api.fake.finals[ti_id] == "success"
 
 
-def _nothing_left(serve: Serve) -> None:
-    broker = redis.Redis.from_url(BROKER)
-    assert broker.llen(serve.good) == 0
-    wait_until(
-        lambda: not [v for v in broker.hvals("unacked") if serve.good.encode() in v],
-        timeout=RESULT_TIMEOUT_S, interval=0.05, what="no message of ours left unacked",
-    )  # fmt: skip
-
-
 def _publish(client: Celery, queue: str, body: bytes, *, task: str, content_type: str) -> str:
     message_id = str(uuid.uuid4())
     with client.connection_for_write() as conn:
@@ -128,7 +117,7 @@ def test_raw_messages_leave_one_clear_line_and_nothing_behind(
     # follows it (a hint, or kombu's traceback for a body it cannot decode) before our code runs.
     (line,) = serve.lines(expected)[before:]
     assert (message_id if "decode" in expected else task) in line, line
-    _nothing_left(serve)
+    assert_nothing_left(serve.good)
     _run_good_task(client, serve, api)
 
 
@@ -152,7 +141,7 @@ def test_workloads_refused_at_the_edge_fail_clearly_then_a_task_runs(
     assert type(result.result).__name__ == "WorkloadError" and expected in str(result.result)
     rejected = [line for line in serve.lines("workload.rejected") if result.id in line]
     assert len(rejected) == 1 and expected in rejected[0], rejected
-    _nothing_left(serve)
+    assert_nothing_left(serve.good)
     _run_good_task(client, serve, api)
 
 
@@ -193,7 +182,7 @@ def test_a_message_celery_cannot_decode_never_puts_its_token_in_the_worker_log(
                      "argsrepr": repr((json.dumps({"token": LEAKY_TOKEN}),))},
         )  # fmt: skip
     serve.wait_for(lambda: message_id in serve.log(), "Celery's line about the message")
-    _nothing_left(serve)
+    assert_nothing_left(serve.good)
     assert LEAKY_TOKEN not in serve.log()
     assert LEAKY_TOKEN.split(".")[1] not in serve.log()
     assert "eyJ***" in serve.log()

@@ -12,13 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 from kombu import Producer
 
-from tests.polling import wait_until
-
-from .conftest import BROKER, ServeProcess, serve_env
+from .conftest import ServeProcess, assert_nothing_left, serve_env
 
 #: Shaped like a JWT so the masking check means something; signed by nobody.
 TOKEN = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLW5vdC1yZWFs"
@@ -126,13 +123,7 @@ def test_undecodable_messages_are_dropped_and_the_worker_keeps_serving(
     state, _ = _send(client, worker, "{still not json")
     assert state == "FAILURE", "the message after it is still handled"
     assert worker.process.poll() is None
-    broker = redis.Redis.from_url(BROKER)
-    assert broker.llen(worker.queue) == 0
-    # Acks come late, just after the result is stored: wait for them, with a deadline.
-    wait_until(
-        lambda: not [v for v in broker.hvals("unacked") if worker.queue.encode() in v],
-        timeout=RESULT_TIMEOUT_S, interval=0.05, what="no message of ours left unacked",
-    )  # fmt: skip
+    assert_nothing_left(worker.queue)
 
 
 def test_celery_remote_control_sees_the_worker(worker: Worker, client: Celery):
