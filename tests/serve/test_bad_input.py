@@ -86,12 +86,15 @@ def _run_good_task(client: Celery, serve: Serve, api: HttpFakeApi) -> None:
     assert api.fake.finals[ti_id] == "success"
 
 
-def _publish(client: Celery, queue: str, body: bytes, *, task: str, content_type: str) -> str:
+def _publish(
+    client: Celery, queue: str, body: bytes, *, task: str = "execute_workload", argsrepr: str = "()"
+) -> str:
+    """`body` straight to Redis as a JSON message of `task`; returns the message id."""
     message_id = str(uuid.uuid4())
     with client.connection_for_write() as conn:
         Producer(conn).publish(
-            body, routing_key=queue, content_type=content_type, content_encoding="utf-8",
-            headers={"task": task, "id": message_id, "lang": "py", "argsrepr": "()"},
+            body, routing_key=queue, content_type="application/json", content_encoding="utf-8",
+            headers={"task": task, "id": message_id, "lang": "py", "argsrepr": argsrepr},
         )  # fmt: skip
     return message_id
 
@@ -110,7 +113,7 @@ def test_raw_messages_leave_one_clear_line_and_nothing_behind(
     serve: Serve, client: Celery, api: HttpFakeApi, body: bytes, task: str, expected: str
 ) -> None:
     before = len(serve.lines(expected))
-    message_id = _publish(client, serve.good, body, task=task, content_type="application/json")
+    message_id = _publish(client, serve.good, body, task=task)
 
     serve.wait_for(lambda: len(serve.lines(expected)) > before, f"a line saying {expected!r}")
     # One record, its first line naming the problem and the message. Celery's consumer logs what
@@ -173,14 +176,8 @@ def test_a_message_celery_cannot_decode_never_puts_its_token_in_the_worker_log(
     serve: Serve, client: Celery, api: HttpFakeApi, body: bytes
 ) -> None:
     """Celery's consumer logs the headers and the start of the body; the token must not show."""
-    message_id = str(uuid.uuid4())
-    with client.connection_for_write() as conn:
-        Producer(conn).publish(
-            body, routing_key=serve.good, content_type="application/json",
-            content_encoding="utf-8",
-            headers={"task": "execute_workload", "id": message_id, "lang": "py",
-                     "argsrepr": repr((json.dumps({"token": LEAKY_TOKEN}),))},
-        )  # fmt: skip
+    argsrepr = repr((json.dumps({"token": LEAKY_TOKEN}),))
+    message_id = _publish(client, serve.good, body, argsrepr=argsrepr)
     serve.wait_for(lambda: message_id in serve.log(), "Celery's line about the message")
     assert_nothing_left(serve.good)
     assert LEAKY_TOKEN not in serve.log()
