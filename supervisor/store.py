@@ -176,7 +176,7 @@ class BundleStore:
                 "never changes: bump the version, or remove the installed one first",
                 bundle=f"{info.name}=={info.version}",
             )
-        return self._load(info.name, info.version)
+        return self._load(info.name, info.version, active=self._read_active(info.name))
 
     def _install_locked(self, wheel: Path, info: WheelInfo, sha256: str, python: str) -> None:
         label = f"{info.name}=={info.version}"
@@ -226,8 +226,10 @@ class BundleStore:
         found = []
         for name_dir in sorted(self.bundles_dir.iterdir()):
             if name_dir.is_dir() and not name_dir.name.startswith("."):
-                versions = sorted(self._versions(name_dir.name), key=version_key)
-                found += [self._load(name_dir.name, v) for v in versions]
+                name = name_dir.name
+                versions = sorted(self._versions(name), key=version_key)
+                active = self._read_active(name)  # once per bundle, not per version
+                found += [self._load(name, v, active=active) for v in versions]
         return found
 
     def get(self, name: str, version: str | None = None) -> InstalledBundle:
@@ -247,9 +249,10 @@ class BundleStore:
             raise BundleNotFound(
                 f"bundle {asked} is not installed; {self._installed_summary()}", bundle=asked
             )
-        return self._load(name, version)
+        return self._load(name, version, active=self._read_active(name))
 
-    def _load(self, name: str, version: str) -> InstalledBundle:
+    def _load(self, name: str, version: str, *, active: str | None) -> InstalledBundle:
+        """One version's entry; `active` is the bundle's active version, read by the caller."""
         vdir = self._version_dir(name, version)
         try:
             description = RuntimeDescription.from_json(_read_json(vdir / MANIFEST))
@@ -268,7 +271,7 @@ class BundleStore:
             path=vdir,
             sha256=sha256,
             source_commit=source.get("git_commit"),
-            active=self._read_active(name) == version,
+            active=active == version,
             description=description,
             install_s=install.get("install_s"),
         )
