@@ -29,7 +29,7 @@ from celery import Celery
 from supervisor.journal import JOURNAL_DIR
 from supervisor.store import BundleStore
 from tests.apistub import HttpFakeApi, execute_task, run_context
-from tests.polling import wait_processes_gone
+from tests.polling import wait_processes_gone, wait_until
 
 from .conftest import BROKER, ServeProcess, serve_env
 
@@ -117,9 +117,18 @@ def send_sleeper(client: Celery, api: HttpFakeApi, queue: str, seconds: float) -
     return ti_id, result.id
 
 
-def wait_running(api: HttpFakeApi, ti_ids: list[str]) -> None:
+def wait_running(api: HttpFakeApi, home: Path, ti_ids: list[str]) -> None:
+    """The supervisor has /run's answer for every TI: its journal holds them as running.
+
+    The stub seeing /run is not enough before an outage: `api.down()` may drop the answer.
+    """
     assert api.fake.wait(lambda: all(t in api.fake.run_at for t in ti_ids), timeout=60), (
         "tasks never started"
+    )
+    wait_until(
+        lambda: set(ti_ids) <= {t for t, phase in journal_rows(home) if phase == "running"},
+        timeout=60,
+        what="the TIs running in the journal",
     )
 
 
@@ -139,8 +148,7 @@ def start_and_kill_9(
     first = Serve(tmp_path, home, api, queue)
     first.wait_ready()
     ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
-    wait_running(api, [ti_id])
-    first.wait_for(lambda: journal_rows(home) == [(ti_id, "running")], "the TI in the journal")
+    wait_running(api, home, [ti_id])
     runtimes = first.runtimes()
     assert runtimes
     first.process.send_signal(signal.SIGKILL)
@@ -205,7 +213,7 @@ def test_ten_final_states_reach_airflow_after_an_api_outage(
         serve.wait_ready()
         sent = [send_sleeper(client, api, queue, seconds=3) for _ in range(10)]
         ti_ids = [ti_id for ti_id, _ in sent]
-        wait_running(api, ti_ids)
+        wait_running(api, home, ti_ids)
         api.down()
         threading.Event().wait(OUTAGE_S)  # the outage itself, not a synchronisation
         assert api.fake.missing_finals(ti_ids) == set(ti_ids)  # nothing got through
@@ -229,7 +237,7 @@ def test_a_state_airflow_refuses_after_an_outage_is_recorded_and_dropped(
     try:
         serve.wait_ready()
         ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
-        wait_running(api, [ti_id])
+        wait_running(api, home, [ti_id])
         api.down()
         serve.wait_for(lambda: "ti.api_unreachable" in serve.log(), "the state waiting")
         with api.fake.lock:  # Airflow's heartbeat timeout failed the TI meanwhile
@@ -250,7 +258,7 @@ def test_a_ti_still_waiting_for_the_api_at_shutdown_is_settled_by_the_next_start
     first = Serve(tmp_path, home, api, queue, drain_grace_s=1)
     first.wait_ready()
     ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
-    wait_running(api, [ti_id])
+    wait_running(api, home, [ti_id])
     api.down()
     first.wait_for(lambda: "ti.api_unreachable" in first.log(), "the TI waiting for the API")
     assert first.stop() == 0, first.log()
@@ -269,7 +277,7 @@ def test_sigterm_drain_grace_ends_then_the_running_ti_is_cancelled_and_reported(
     serve = Serve(tmp_path, home, api, queue, drain_grace_s=2)
     serve.wait_ready()
     ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
-    wait_running(api, [ti_id])
+    wait_running(api, home, [ti_id])
     asked = time.monotonic()
     serve.process.send_signal(signal.SIGTERM)
     assert serve.process.wait(60) == 0, serve.log()
@@ -287,7 +295,7 @@ def test_a_second_signal_ends_the_drain_at_once(
     serve = Serve(tmp_path, home, api, queue, drain_grace_s=600)
     serve.wait_ready()
     ti_id, celery_id = send_sleeper(client, api, queue, seconds=600)
-    wait_running(api, [ti_id])
+    wait_running(api, home, [ti_id])
     serve.process.send_signal(signal.SIGTERM)
     serve.wait_for(lambda: "drain.started" in serve.log(), "the drain")
     serve.process.send_signal(second)
