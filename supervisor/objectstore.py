@@ -75,7 +75,7 @@ def s3_options(connection: Connection | None) -> dict[str, Any]:
     options: dict[str, Any] = {"use_listings_cache": False}
     if connection is None:
         return options
-    extra = _extra(connection)
+    extra = connection_extra(connection)
     key = connection.login or extra.get("aws_access_key_id")
     secret = connection.password or extra.get("aws_secret_access_key")
     if key and secret:
@@ -92,7 +92,12 @@ def s3_options(connection: Connection | None) -> dict[str, Any]:
     return options
 
 
-def _extra(connection: Connection) -> dict[str, Any]:
+def connection_extra(connection: Connection) -> dict[str, Any]:
+    """The connection's extra as a dict; ValueError naming the connection when it is not one.
+
+    Airflow itself logs a bad extra and carries on with {}; we refuse it, because credentials
+    silently falling back to the environment's write where nobody expects.
+    """
     try:
         extra = json.loads(connection.extra or "{}")
     except json.JSONDecodeError as exc:

@@ -7,9 +7,11 @@ gcsfs is not (install it to use gs://).
 
 Credentials come from the Airflow connection [logging] remote_log_conn_id, fetched through the
 Execution API with the TI's token and kept for `CONNECTION_TTL_S`, else from the environment
-(botocore's chain: AWS_* variables, ~/.aws, instance roles). An aws connection maps as Airflow's
-S3Hook reads it: login = access key id, password = secret access key, extra `endpoint_url`,
-`region_name`, `aws_session_token`.
+(botocore's chain: AWS_* variables, ~/.aws, instance roles). An aws connection maps as for XCom's
+object storage (`supervisor/objectstore.py`, after Airflow's amazon provider): login = access key
+id, password = secret access key, extra `endpoint_url` (or `service_config.s3.endpoint_url`),
+`region_name`, `aws_session_token`, `config_kwargs`. An extra that is not a JSON object fails the
+upload with a WARNING naming the connection.
 
 Uploads run on a small thread pool, so a slow or failing store never holds a Celery slot; each
 is retried `UPLOAD_ATTEMPTS` times and a final failure is a WARNING in the worker log, never a
@@ -35,6 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from supervisor.errors import ExecutionApiError
+from supervisor.objectstore import S3_SCHEMES, connection_extra, s3_options
 
 if TYPE_CHECKING:
     from supervisor.api.models import Connection
@@ -65,38 +68,19 @@ def remote_location(base: str, log_path: str) -> str:
 
 
 def storage_options(protocol: str, conn: Connection | None) -> dict[str, Any]:
-    """fsspec options for `protocol` from an Airflow connection; {} means the environment's."""
-    if conn is None:
-        return {}
-    extra = _extra(conn)
-    if protocol in ("s3", "s3a"):
-        options: dict[str, Any] = {}
-        key = conn.login or extra.get("aws_access_key_id")
-        secret = conn.password or extra.get("aws_secret_access_key")
-        if key and secret:
-            options.update(key=key, secret=secret)
-        if extra.get("aws_session_token"):
-            options["token"] = extra["aws_session_token"]
-        client_kwargs = {k: extra[k] for k in ("endpoint_url", "region_name") if extra.get(k)}
-        if client_kwargs:
-            options["client_kwargs"] = client_kwargs
-        return options
-    if protocol in ("gs", "gcs"):
-        token = extra.get("keyfile_dict") or extra.get("key_path")
-        if isinstance(token, str) and token.lstrip().startswith("{"):
-            token = json.loads(token)
-        return {"token": token, "project": extra.get("project")} if token else {}
-    return {}
+    """fsspec options for `protocol` from an Airflow connection; {} means the environment's.
 
-
-def _extra(conn: Connection) -> dict[str, Any]:
-    if not conn.extra:
+    S3 maps the connection exactly as XCom's object storage does (`objectstore.s3_options`).
+    """
+    if protocol in S3_SCHEMES:
+        return s3_options(conn)
+    if conn is None or protocol not in ("gs", "gcs"):
         return {}
-    try:
-        value = json.loads(conn.extra)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    extra = connection_extra(conn)
+    token = extra.get("keyfile_dict") or extra.get("key_path")
+    if isinstance(token, str) and token.lstrip().startswith("{"):
+        token = json.loads(token)
+    return {"token": token, "project": extra.get("project")} if token else {}
 
 
 def upload_file(local: Path, destination: str, options: dict[str, Any]) -> None:

@@ -128,6 +128,21 @@ def test_gives_up_after_the_attempts_and_says_so(
     assert failed and "no route to host" in failed[0].error
 
 
+def test_a_connection_whose_extra_is_not_json_fails_the_upload_naming_it(
+    log_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+    broken = aws_conn("http://x:1").model_copy(update={"extra": "{not json"})
+    with RemoteLogs(
+        "s3://b/p", conn_id="logs_s3", uploader=lambda *a: calls.append(a[1])
+    ) as remote:
+        future = remote.upload(log_file, LOG_PATH, get_connection=lambda _: broken)
+        assert future.result(timeout=10) is False
+    assert calls == [], "no upload with credentials nobody chose"
+    failed = [r for r in caplog.records if r.message == "log_upload.failed"]
+    assert failed and "connection 'logs_s3': extra is not a JSON object" in failed[0].error
+
+
 def test_missing_bucket_fails_the_upload_not_the_caller(s3_endpoint: str, log_file: Path) -> None:
     with RemoteLogs(
         "s3://no-such-bucket/logs", conn_id="c", attempts=2, wait_min_s=0, wait_max_s=0
@@ -140,8 +155,15 @@ def test_where_and_how() -> None:
     assert remote_location("s3://b/logs", "a/b.log") == "s3://b/logs/a/b.log"
     assert remote_location("s3://b/logs/", "a/b.log") == "s3://b/logs/a/b.log"
     assert storage_options("s3", aws_conn("http://x:1")) == {
+        "use_listings_cache": False,
         "key": "AKIDEXAMPLE",
         "secret": "secret-key",
-        "client_kwargs": {"endpoint_url": "http://x:1", "region_name": "us-east-1"},
+        "endpoint_url": "http://x:1",
+        "client_kwargs": {"region_name": "us-east-1"},
     }
-    assert storage_options("s3", None) == {}
+    assert storage_options("s3", None) == {"use_listings_cache": False}
+    assert storage_options("file", aws_conn("http://x:1")) == {}
+    in_service_config = aws_conn("unused").model_copy(
+        update={"extra": json.dumps({"service_config": {"s3": {"endpoint_url": "http://y:2"}}})}
+    )
+    assert storage_options("s3a", in_service_config)["endpoint_url"] == "http://y:2"
