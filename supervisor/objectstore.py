@@ -4,7 +4,7 @@ Airflow names a location with the connection in the user part of the URL
 (`s3://aws_default@bucket/prefix`, as `airflow.sdk.ObjectStoragePath` does); the filesystem gets
 that connection's credentials. `StorageUrl` splits such a URL; `open_filesystem` builds the
 fsspec filesystem from the scheme and a connection the caller fetched (through the Execution
-API, with a TI's token). Only this module and its callers' tests import fsspec.
+API, with a TI's token). XCom's object storage and remote logs both map connections here.
 
 S3 (`s3`, `s3a`, `s3n`) reads the connection as Airflow's amazon provider does (`aws/fs/s3.py`
 over `AwsConnectionWrapper`): login/password or extra `aws_access_key_id`/`aws_secret_access_key`,
