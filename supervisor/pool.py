@@ -146,6 +146,7 @@ class RuntimePool:
             runtimes = [r for rs in self._idle.values() for r in rs]
             runtimes += [r for rs in self._busy.values() for r in rs]
             self._idle.clear()
+            self._busy.clear()  # their leases' release finds them gone: stopped once, here
             self._cond.notify_all()
         self._stop_async(runtimes, reason="pool closed", grace_s=grace_s)
         self._reaper.join()
@@ -221,7 +222,10 @@ class RuntimePool:
     def _release(self, runtime: Runtime) -> None:
         reason = self._retire_reason(runtime)
         with self._cond:
-            self._busy[runtime.spec].discard(runtime)
+            busy = self._busy[runtime.spec]
+            if runtime not in busy:  # close() took it and is stopping it
+                return
+            busy.discard(runtime)
             if reason is None and self._closed.is_set():
                 reason = "pool closed"
             if reason is None:

@@ -151,6 +151,15 @@ def test_close_stops_every_runtime(pools: MakePool) -> None:
         pass
 
 
+def test_close_with_a_lease_held_stops_that_runtime_once(pools: MakePool) -> None:
+    pool = pools()
+    with pool.lease(V1) as one, pool.lease(V2) as two:
+        pool.close(grace_s=1.0)
+        assert one.wait_stopped(0) and two.wait_stopped(0)
+    assert pool.stats().recycled == 2, "each runtime counted once, not again at its release"
+    assert pool.runtimes() == []
+
+
 def test_start_failure_frees_its_slot(pools: MakePool) -> None:
     broken = sample_spec("broken==1.0.0", bundle_env="tests.plugin.no_such_module:bundle")
     pool = pools(max_runtimes=1)
