@@ -228,7 +228,14 @@ class SupervisorSettings(_Section):
     runtime_rss_limit_mb: int = _setting(
         1024, "Recycle a runtime whose RSS exceeds this after a task (0: never).", ge=0
     )
-    runtime_idle_timeout_s: float = _setting(300.0, "Stop a runtime idle this long.", gt=0)
+    runtime_idle_timeout_s: float = _setting(
+        300.0, "Stop a runtime idle this long (the last warm one of its version).", gt=0
+    )
+    runtime_spare_idle_timeout_s: float = _setting(
+        30.0,
+        "Stop a version's other idle runtimes (left by a burst of parallel tasks) after this.",
+        gt=0,
+    )
     max_runtimes: int = _setting(
         32, "Most runtime processes alive at once, all versions (0: no cap; LRU idle go first).",
         ge=0,

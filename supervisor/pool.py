@@ -4,8 +4,11 @@ A runtime runs one task at a time, so the pool hands each lease its own process:
 the same RuntimeSpec when there is one (a warm hit), a new one otherwise (a cold start). On return
 a runtime goes back to idle unless it ran `max_tasks_per_runtime` tasks, grew past
 `rss_limit_bytes`, died, or its last task ended in an exception (RuntimeLost included): then it is
-stopped and the next task gets a fresh process. A reaper thread stops runtimes idle longer than
-`idle_timeout_s`; under `max_runtimes` the least recently used idle runtime makes room.
+stopped and the next task gets a fresh process. A reaper thread stops idle runtimes: the most
+recently used one of each spec after `idle_timeout_s`, the others (spares a burst of parallel tasks
+left behind) already after `spare_idle_timeout_s`, so an idle worker keeps one warm process per
+version and gives back the rest. Under `max_runtimes` the least recently used idle runtime makes
+room.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TASKS_PER_RUNTIME = 1000
 DEFAULT_IDLE_TIMEOUT_S = 300.0
+DEFAULT_SPARE_IDLE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class RuntimePool:
         max_tasks_per_runtime: int = DEFAULT_MAX_TASKS_PER_RUNTIME,  # 0: never recycle
         rss_limit_bytes: int | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        spare_idle_timeout_s: float = DEFAULT_SPARE_IDLE_TIMEOUT_S,
         max_runtimes: int | None = None,
         grace_s: float = DEFAULT_GRACE_S,
         metrics: Metrics | None = None,
@@ -84,6 +89,7 @@ class RuntimePool:
         self._max_tasks = max_tasks_per_runtime
         self._rss_limit = rss_limit_bytes
         self._idle_timeout_s = idle_timeout_s
+        self._spare_idle_timeout_s = min(spare_idle_timeout_s, idle_timeout_s)
         self._max_runtimes = max_runtimes
         self._grace_s = grace_s
         self._cond = threading.Condition()
@@ -278,15 +284,18 @@ class RuntimePool:
                 self._stoppers.discard(threading.current_thread())
 
     def _reap_idle(self) -> None:
-        interval = max(0.05, min(self._idle_timeout_s / 4, 5.0))
+        interval = max(0.05, min(self._spare_idle_timeout_s / 4, 5.0))
         while not self._closed.wait(interval):
             now = time.monotonic()
             with self._cond:
+                # Each idle list is in release order: its last runtime is the one to keep warm.
                 expired = [
                     r
                     for rs in self._idle.values()
-                    for r in rs
-                    if now - r.last_used >= self._idle_timeout_s or not r.alive()
+                    for i, r in enumerate(rs)
+                    if not r.alive()
+                    or now - r.last_used
+                    >= (self._idle_timeout_s if i == len(rs) - 1 else self._spare_idle_timeout_s)
                 ]
                 for runtime in expired:
                     self._idle[runtime.spec].remove(runtime)

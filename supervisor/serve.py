@@ -111,6 +111,7 @@ def _pool(settings: Settings, metrics: Metrics) -> RuntimePool:
         max_tasks_per_runtime=own.max_tasks_per_runtime,
         rss_limit_bytes=own.runtime_rss_limit_mb * 1024 * 1024 or None,
         idle_timeout_s=own.runtime_idle_timeout_s,
+        spare_idle_timeout_s=own.runtime_spare_idle_timeout_s,
         max_runtimes=own.max_runtimes or None,
         metrics=metrics,
     )

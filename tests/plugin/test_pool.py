@@ -103,6 +103,19 @@ def test_idle_runtimes_are_evicted(pools: MakePool) -> None:
     assert _run_pid_task(pool).pid != runtime.pid
 
 
+def test_spares_left_by_a_burst_stop_early_and_one_runtime_per_version_stays_warm(
+    pools: MakePool,
+) -> None:
+    pool = pools(idle_timeout_s=60, spare_idle_timeout_s=0.2)
+    # Leases end in reverse: `second` goes idle first, so once `first` is back it is a spare.
+    with pool.lease(V1) as first, pool.lease(V2) as other_version, pool.lease(V1) as second:
+        pass
+    assert second.wait_stopped(10), "the reaper did not stop the spare"
+    assert first.alive() and other_version.alive()
+    assert _held(pool) == [("sample-bundle==1.0.0", False), ("sample-bundle==2.0.0", False)]
+    assert _run_pid_task(pool, V1) is first, "the warm one serves the next task"
+
+
 def test_least_recently_used_idle_runtime_makes_room(pools: MakePool) -> None:
     pool = pools(max_runtimes=1)
 
