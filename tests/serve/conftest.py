@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 import redis
@@ -83,6 +84,19 @@ class ServeProcess:
         """Warm shutdown, as an operator does it; returns the exit code."""
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
+
+    def __enter__(self) -> Self:
+        """Ready to serve; stopped again when it never gets there."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Warm shutdown, which must end with exit code 0."""
+        assert self.stop() == 0, self.log()
 
 
 @pytest.fixture(scope="module")

@@ -69,13 +69,9 @@ def serve(
     for version in ("1.0.0", "2.0.0"):
         store.install(example_wheels[version])
     venv_python(store.get("example-etl", "1.0.0").venv).unlink()  # 1.0.0 cannot start
-    serve = Serve(tmp_path_factory.mktemp("bad-input"), home, api)
-    try:
-        serve.wait_ready()
+    with Serve(tmp_path_factory.mktemp("bad-input"), home, api) as serve:
         yield serve
-    finally:
         api.release.set()
-        assert serve.stop() == 0, serve.log()
 
 
 def _run_good_task(client: Celery, serve: Serve, api: HttpFakeApi) -> None:

@@ -62,12 +62,8 @@ class Worker(ServeProcess):
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    worker = Worker(tmp_path_factory.mktemp("intake"))
-    try:
-        worker.wait_ready()
+    with Worker(tmp_path_factory.mktemp("intake")) as worker:
         yield worker
-    finally:
-        assert worker.stop() == 0, worker.log()
 
 
 def _send(client: Celery, worker: Worker, *args: object) -> tuple[str, object]:

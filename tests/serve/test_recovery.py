@@ -160,14 +160,11 @@ def settled_by(
     serve: Serve, api: HttpFakeApi, client: Celery, ti_id: str, celery_id: str, state: str
 ) -> None:
     """`serve` reports `state` for the TI, writes its Celery result and empties the journal."""
-    try:
+    with serve:
         assert not api.fake.wait_finals([ti_id], timeout=SETTLE_TIMEOUT_S), serve.log()
         assert api.fake.finals[ti_id] == state
         serve.wait_for(lambda: celery_state(client, celery_id) == "SUCCESS", "Celery result")
         serve.wait_for(lambda: not journal_rows(serve.home), "journal emptied")
-        serve.wait_ready()
-    finally:
-        assert serve.stop() == 0, serve.log()
 
 
 def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
@@ -186,15 +183,11 @@ def test_kill_9_mid_task_no_runtime_survives_and_restart_settles_the_ti(
 def test_the_same_worker_twice_on_one_home_is_refused(
     tmp_path: Path, home: Path, queue: str, api: HttpFakeApi
 ) -> None:
-    first = Serve(tmp_path, home, api, queue)
-    try:
-        first.wait_ready()
+    with Serve(tmp_path, home, api, queue) as first:
         second = Serve(tmp_path, home, api, queue)
         assert second.process.wait(60) != 0
         assert "another `supervisor serve` with this hostname and these queues" in second.log()
         assert first.alive()
-    finally:
-        assert first.stop() == 0, first.log()
 
 
 def test_a_worker_restarted_with_other_queues_settles_what_it_left(
@@ -208,9 +201,7 @@ def test_a_worker_restarted_with_other_queues_settles_what_it_left(
 def test_ten_final_states_reach_airflow_after_an_api_outage(
     tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
 ) -> None:
-    serve = Serve(tmp_path, home, api, queue)
-    try:
-        serve.wait_ready()
+    with Serve(tmp_path, home, api, queue) as serve:
         sent = [send_sleeper(client, api, queue, seconds=3) for _ in range(10)]
         ti_ids = [ti_id for ti_id, _ in sent]
         wait_running(api, home, ti_ids)
@@ -226,16 +217,12 @@ def test_ten_final_states_reach_airflow_after_an_api_outage(
             serve.wait_for(lambda c=celery_id: celery_state(client, c) == "SUCCESS", "results")
         assert "ti.api_unreachable" in serve.log()
         serve.wait_for(lambda: not journal_rows(home), "journal emptied")
-    finally:
-        assert serve.stop() == 0, serve.log()
 
 
 def test_a_state_airflow_refuses_after_an_outage_is_recorded_and_dropped(
     tmp_path: Path, home: Path, queue: str, api: HttpFakeApi, client: Celery
 ) -> None:
-    serve = Serve(tmp_path, home, api, queue)
-    try:
-        serve.wait_ready()
+    with Serve(tmp_path, home, api, queue) as serve:
         ti_id, celery_id = send_sleeper(client, api, queue, seconds=1)
         wait_running(api, home, [ti_id])
         api.down()
@@ -248,8 +235,6 @@ def test_a_state_airflow_refuses_after_an_outage_is_recorded_and_dropped(
         assert api.fake.states[ti_id] == "failed"
         assert "not recorded: Airflow no longer takes a state" in task_log(home, ti_id)
         serve.wait_for(lambda: not journal_rows(home), "journal emptied")
-    finally:
-        assert serve.stop() == 0, serve.log()
 
 
 def test_a_ti_still_waiting_for_the_api_at_shutdown_is_settled_by_the_next_start(

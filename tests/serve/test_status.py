@@ -96,13 +96,9 @@ def serve(
     # Its own home: the session home may have another serve (the e2e one) on its socket.
     home = tmp_path_factory.mktemp("status-home")
     BundleStore(home, cache_dir=uv_cache).install(example_wheels["2.0.0"])
-    serve = Serve(tmp_path_factory.mktemp("status"), home, api)
-    try:
-        serve.wait_ready()
+    with Serve(tmp_path_factory.mktemp("status"), home, api) as serve:
         yield serve
-    finally:
         api.release.set()
-        assert serve.stop() == 0, serve.log()
 
 
 def _run(client: Celery, serve: Serve, task_id: str) -> str:
