@@ -48,7 +48,8 @@ from tests.api.conftest import (
     Seen,
     _json,
     load_fixture,
-    payload_problem,
+    state_in,
+    unprocessable,
 )
 
 #: The path the gate holds: example_etl.read_variable asks for this variable.
@@ -134,8 +135,8 @@ class StubExecutionApi(FakeExecutionApi):
         return seen
 
     def _run(self, seen: Seen) -> httpx.Response:
-        if problem := payload_problem("running", seen.body):
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        if invalid := unprocessable("running", seen.body):
+            return invalid
         ti_id = seen.path.split("/")[1]
         owner = (seen.body["hostname"], seen.body["unixname"], seen.body["pid"])
         previous = self.states.get(ti_id)
@@ -156,8 +157,8 @@ class StubExecutionApi(FakeExecutionApi):
         return response
 
     def _heartbeat(self, seen: Seen) -> httpx.Response:
-        if problem := payload_problem("heartbeat", seen.body):
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        if invalid := unprocessable("heartbeat", seen.body):
+            return invalid
         ti_id = seen.path.split("/")[1]
         if ti_id not in self.states:
             return _json(404, {"detail": {"reason": "not_found", "message": "TI not found"}})
@@ -171,11 +172,9 @@ class StubExecutionApi(FakeExecutionApi):
         return httpx.Response(204)
 
     def _state(self, seen: Seen) -> httpx.Response:
-        # FastAPI validates the body before the route runs: 422 comes first.
-        kind = seen.body.get("state") if isinstance(seen.body, dict) else None
-        problem = payload_problem(kind, seen.body) if kind in STATES else f"unknown {kind}"
-        if problem:
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        kind = state_in(seen.body)
+        if invalid := unprocessable(kind, seen.body, STATES):
+            return invalid
         ti_id = seen.path.split("/")[1]
         previous = self.states.get(ti_id)
         if previous is None:

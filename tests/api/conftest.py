@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +72,20 @@ def payload_problem(kind: str, body: Any) -> str | None:
         if datetime.fromisoformat(body[name]).tzinfo is None:
             return f"{name} is naive"
     return None
+
+
+def unprocessable(
+    kind: str | None, body: Any, kinds: Collection[str] = PAYLOADS.keys()
+) -> httpx.Response | None:
+    """The 422 FastAPI answers before the route runs when `body` is not a valid payload of
+    `kind` (one of `kinds`); None when it is valid."""
+    problem = payload_problem(kind, body) if kind in kinds else f"unknown {kind}"
+    return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]}) if problem else None
+
+
+def state_in(body: Any) -> str | None:
+    """The `state` a PATCH /state body names, if any."""
+    return body.get("state") if isinstance(body, dict) else None
 
 
 @dataclass
@@ -170,8 +184,8 @@ class FakeExecutionApi:
     # -- routes --------------------------------------------------------------------------------
 
     def _run(self, seen: Seen) -> httpx.Response:
-        if problem := payload_problem("running", seen.body):
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        if invalid := unprocessable("running", seen.body):
+            return invalid
         ti_id = seen.path.split("/")[1]
         if self.states.get(ti_id) == "running":
             detail = {"reason": "invalid_state", "previous_state": "running"}
@@ -183,15 +197,14 @@ class FakeExecutionApi:
         return response
 
     def _heartbeat(self, seen: Seen) -> httpx.Response:
-        if problem := payload_problem("heartbeat", seen.body):
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        if invalid := unprocessable("heartbeat", seen.body):
+            return invalid
         return httpx.Response(204)
 
     def _state(self, seen: Seen) -> httpx.Response:
-        kind = seen.body.get("state") if isinstance(seen.body, dict) else None
-        problem = payload_problem(kind, seen.body) if kind in PAYLOADS else f"unknown {kind}"
-        if problem:
-            return _json(422, {"detail": [{"loc": ["body"], "msg": problem}]})
+        kind = state_in(seen.body)
+        if invalid := unprocessable(kind, seen.body):
+            return invalid
         self.states[seen.path.split("/")[1]] = kind
         return httpx.Response(204)
 
