@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import supervisor
-from supervisor.background import serve_in_thread, stop_server
+from supervisor.background import serve_in_thread, stop_server, unix_socket_answers
 from supervisor.config import CONTROL_SOCKET
 from supervisor.errors import NotServing
 
@@ -224,7 +224,7 @@ class ControlServer:
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
             return self._disabled(f"path longer than {MAX_SOCKET_PATH} bytes; shorten home")
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if _answers(self.path):
+        if unix_socket_answers(self.path, timeout_s=1.0):
             return self._disabled("another supervisor serves this home; status shows that one")
         self.path.unlink(missing_ok=True)
         self._server = _UnixServer(str(self.path), self.sources)
@@ -249,16 +249,6 @@ class ControlServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 # -- client ------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from bundle_runtime import protocol
+from supervisor.background import unix_socket_answers
 from supervisor.errors import RuntimeStartError
 
 logger = logging.getLogger(__name__)
@@ -227,21 +227,12 @@ def _sweep_stale(root: Path) -> None:
     """
     for entry in root.iterdir():
         match = _SOCKET_DIR_RE.match(entry.name)
-        if match and not _pid_exists(int(match.group(1))) and not _answers(entry):
+        if (
+            match
+            and not _pid_exists(int(match.group(1)))
+            and not unix_socket_answers(entry / protocol.SOCKET_NAME, timeout_s=0.2)
+        ):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _answers(socket_dir: Path) -> bool:
-    path = socket_dir / protocol.SOCKET_NAME
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def _pid_exists(pid: int) -> bool:
