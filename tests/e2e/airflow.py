@@ -51,6 +51,15 @@ class AirflowClient:
             return None
         return response.json()
 
+    def _create_or_replace(self, collection: str, key: str, body: dict[str, Any]) -> None:
+        """POST to `/<collection>`; when `key` exists already (409), PATCH it instead."""
+        try:
+            self._call("POST", f"/{collection}", json=body)
+        except AirflowAPIError as exc:
+            if exc.status != 409:
+                raise
+            self._call("PATCH", f"/{collection}/{key}", json=body)
+
     # -------------------------------------------------------------------------------- DAGs and runs
 
     def health(self) -> dict[str, Any]:
@@ -165,12 +174,7 @@ class AirflowClient:
     def set_variable(self, key: str, value: str, *, description: str | None = None) -> None:
         """Create, or overwrite if it exists. Values are strings (json.dumps structured ones)."""
         body = {"key": key, "value": value, "description": description}
-        try:
-            self._call("POST", "/variables", json=body)
-        except AirflowAPIError as exc:
-            if exc.status != 409:
-                raise
-            self._call("PATCH", f"/variables/{key}", json=body)
+        self._create_or_replace("variables", key, body)
 
     def get_variable(self, key: str) -> str | None:
         variable = self._call("GET", f"/variables/{key}", ok_missing=True)
@@ -185,12 +189,7 @@ class AirflowClient:
         """Create, or overwrite if it exists. ``fields``: host, schema, login, password, port, and
         extra (a JSON string)."""
         body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
-        try:
-            self._call("POST", "/connections", json=body)
-        except AirflowAPIError as exc:
-            if exc.status != 409:
-                raise
-            self._call("PATCH", f"/connections/{conn_id}", json=body)
+        self._create_or_replace("connections", conn_id, body)
 
     def get_connection(self, conn_id: str) -> dict[str, Any] | None:
         """connection_id, conn_type, host, schema, login, password, port, extra; None if missing."""
